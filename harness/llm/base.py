@@ -1,0 +1,81 @@
+"""The one interface every LLM backend implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Sampling parameters that change what a model returns (all of them enter the cache key)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    json_mode: bool = False
+    """Ask for a JSON object where the backend supports it (OpenAI `response_format`)."""
+
+    @property
+    def deterministic(self) -> bool:
+        """Greedy calls, or sampled calls pinned by a seed, may be served from the cache."""
+        return self.temperature == 0.0 or self.seed is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    finish_reason: str | None = None
+
+
+class LLMError(RuntimeError):
+    """A call failed in a way retrying will not fix (bad request, auth, unknown model)."""
+
+
+class TransientLLMError(LLMError):
+    """A call failed in a way that may pass: connection, timeout, rate limit, server error."""
+
+
+class LLMCallFailed(LLMError):
+    """Raised by `Model.generate` once retries are exhausted; the runner records it as a failed sample."""
+
+
+@dataclass
+class BackendInfo:
+    """What a backend tells the harness about itself (recorded in the run spec)."""
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    context_window: int | None = None
+    """Tokens the model accepts, prompt + completion, when known."""
+    max_concurrency: int | None = None
+    """1 for single-slot local engines, which run best fed one history at a time."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A provider of chat completions (OpenAI-compatible server, litellm, llama.cpp, transformers, mock)."""
+
+    info: BackendInfo
+
+    async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        """One chat completion. Raise `TransientLLMError` for failures worth retrying, `LLMError` otherwise."""
+        ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Exact token count with the model's tokenizer, or None if the backend cannot tell."""
+        ...
+
+    async def aclose(self) -> None: ...

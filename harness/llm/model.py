@@ -1,0 +1,102 @@
+"""`Model`: a backend plus the cache, bounded retries and a concurrency limit. Systems and the judge call this."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from harness.llm.base import Backend, Completion, GenerateConfig, LLMCallFailed, LLMError, Message, TransientLLMError
+from harness.llm.cache import CallCache, request_document
+from harness.types import Usage
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """Calls one backend for one role (`model`, `judge`, ...).
+
+    Transient errors are retried `max_retries` times with exponential backoff and jitter; then, or on any
+    other backend error, `LLMCallFailed` is raised. A failure never turns into answer text.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: str,
+        cache: CallCache | None = None,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.cache = cache
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        slots = backend.info.max_concurrency or max_concurrency
+        self._semaphore = asyncio.Semaphore(min(slots, max_concurrency))
+
+    @property
+    def info(self):  # noqa: ANN201 - BackendInfo, re-exported for convenience
+        return self.backend.info
+
+    def _identity(self) -> dict[str, str | None]:
+        info = self.backend.info
+        return {"provider": info.provider, "model": info.model, "base_url": info.base_url}
+
+    async def generate(self, messages: list[Message], config: GenerateConfig | None = None) -> Completion:
+        config = config or GenerateConfig()
+        request = request_document(self._identity(), messages, config) if self.cache and config.deterministic else None
+        if request is not None and self.cache is not None:
+            hit = self.cache.get(request)
+            if hit is not None:
+                return hit
+        completion = await self._call_with_retries(messages, config)
+        if request is not None and self.cache is not None:
+            self.cache.put(request, completion)
+        return completion
+
+    async def _call_with_retries(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with self._semaphore:
+                    start = time.perf_counter()
+                    completion = await self.backend.generate(messages, config)
+                    latency = time.perf_counter() - start
+                return Completion(
+                    text=completion.text,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    latency_s=latency,
+                    finish_reason=completion.finish_reason,
+                )
+            except TransientLLMError as error:
+                if attempt == self.max_retries:
+                    raise LLMCallFailed(f"{self.spec}: gave up after {attempt + 1} attempts: {error}") from error
+                delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
+                log.warning("%s: transient error (%s); retry %d/%d in %.1fs", self.spec, error, attempt + 1, self.max_retries, delay)
+                await asyncio.sleep(delay)
+            except LLMError as error:
+                raise LLMCallFailed(f"{self.spec}: {error}") from error
+        raise AssertionError("unreachable")
+
+    def count_tokens(self, text: str) -> int | None:
+        return self.backend.count_tokens(text)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def usage_of(completion: Completion) -> Usage:
+    """The usage one completion adds to its stage. Tokens count whether or not the cache served the call
+    (they are the method's cost); latency is what this run waited."""
+    return Usage(
+        calls=1,
+        cache_hits=1 if completion.cached else 0,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_s=completion.latency_s,
+        latencies_s=[completion.latency_s],
+    )

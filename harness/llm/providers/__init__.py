@@ -1,0 +1,1 @@
+"""LLM backends, one module each; imported lazily through `harness.plugins.BACKENDS`."""

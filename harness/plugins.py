@@ -1,0 +1,36 @@
+"""The registries of tasks, systems, LLM backends and metrics, with the built-ins listed lazily.
+
+Adding a built-in is one module plus one line here; third-party packages use the entry-point groups
+`memory_harness.tasks`, `memory_harness.systems`, `memory_harness.backends` and `memory_harness.metrics`.
+"""
+
+from __future__ import annotations
+
+from harness.llm.base import Backend
+from harness.metrics.base import MetricFactory
+from harness.registry import Registry
+from harness.system import SystemFactory
+from harness.task import Task
+
+TASKS: Registry[Task] = Registry("tasks")
+SYSTEMS: Registry[SystemFactory] = Registry("systems")
+BACKENDS: Registry[type[Backend]] = Registry("backends")
+METRICS: Registry[MetricFactory] = Registry("metrics")
+
+TASKS.register("locomo", "tasks.locomo:TASK", "LoCoMo (Maharana et al., ACL 2024): 10 long conversations, 1,986 QA")
+TASKS.register("longmemeval", "tasks.longmemeval:TASK", "LongMemEval (Wu et al., ICLR 2025): variants oracle, s, m")
+TASKS.register("msc", "tasks.msc:TASK", "MSC-Self-Instruct (MemGPT deep memory retrieval): 500 probes")
+TASKS.register("toy", "tasks.toy:TASK", "a tiny built-in task for offline tests")
+
+SYSTEMS.register("full-context", "systems.full_context:FullContextSystem", "the whole history in the prompt")
+
+BACKENDS.register("llamacpp", "harness.llm.providers.llamacpp:LlamaCppBackend", "embedded CPU model (llama-cpp-python), default")
+BACKENDS.register("openai", "harness.llm.providers.openai_compat:OpenAIBackend", "OpenAI or any compatible server")
+BACKENDS.register("litellm", "harness.llm.providers.litellm_backend:LiteLLMBackend", "any provider litellm supports")
+BACKENDS.register("mock", "harness.llm.providers.mock:MockBackend", "scripted replies, for tests")
+
+METRICS.register("f1_locomo", "harness.metrics.f1_locomo:f1_locomo", "official LoCoMo token F1 (stemmed, category rules)")
+METRICS.register("f1", "harness.metrics.token_f1:f1", "set-based token F1 of the Mem0 / Memory-R1 evaluations")
+METRICS.register("bleu1", "harness.metrics.bleu:bleu1", "sentence BLEU-1 (nltk, smoothing method1)")
+METRICS.register("exact_match", "harness.metrics.exact_match:exact_match", "normalized exact match (Memory-R1 reward)")
+METRICS.register("llm_judge", "harness.metrics.llm_judge:llm_judge", "LLM-as-judge with the benchmark's judge prompt")

@@ -1,0 +1,47 @@
+"""The seam between the runner and a memory system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.llm.model import Model
+from harness.types import MemoryItem, Prediction, Query, Session, StageUsage
+
+
+class SystemContext(BaseModel):
+    """What a system is built with: its LLM roles and a scratch directory for caches."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    roles: dict[str, Model]
+    """At least `model` (the system's own LLM); systems may look up further roles they document."""
+    speakers: tuple[str, ...] = ()
+    work_dir: Path | None = None
+
+    def role(self, name: str) -> Model:
+        return self.roles.get(name) or self.roles["model"]
+
+
+class MemorySystem(Protocol):
+    """One instance serves one history: the runner builds a fresh one per sample.
+
+    `ingest` is called once per session, in date order, before any `answer`; `answer` may then be called
+    concurrently. Systems receive `Query`s, never gold answers or evidence.
+    """
+
+    async def ingest(self, session: Session) -> StageUsage: ...
+
+    async def answer(self, query: Query) -> Prediction: ...
+
+    def memory_dump(self) -> list[MemoryItem]:
+        """The memory bank as it stands, for inspection."""
+        ...
+
+
+class SystemFactory(Protocol):
+    """Registered under a system's name: builds one system for one history from the run's options."""
+
+    def __call__(self, context: SystemContext, **options: str) -> MemorySystem: ...

@@ -1,0 +1,150 @@
+"""The nouns every part of the harness speaks: histories, questions, predictions, memories, usage.
+
+A task turns a benchmark file into `Sample`s; a memory system ingests a `Sample`'s sessions and answers
+`Query`s (never `Question`s, so gold answers and evidence cannot leak into a system); the runner scores
+each `Prediction` against its `Question`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSONScalar = str | int | float | bool | None
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Turn(_Frozen):
+    """One utterance of a dialogue."""
+
+    turn_id: str
+    """Stable id inside the conversation, e.g. LoCoMo's `D3:14` or `<session>:<index>`."""
+    speaker: str
+    text: str
+
+
+class Session(_Frozen):
+    """A sitting of the conversation: consecutive turns that share one date."""
+
+    session_id: str
+    date: str | None = None
+    """The benchmark's own date string, shown to systems verbatim (e.g. `1:56 pm on 8 May, 2023`)."""
+    turns: tuple[Turn, ...]
+
+
+class Conversation(_Frozen):
+    conversation_id: str
+    speakers: tuple[str, ...]
+    sessions: tuple[Session, ...]
+    """In the order the system must ingest them (date order)."""
+
+    @property
+    def n_turns(self) -> int:
+        return sum(len(s.turns) for s in self.sessions)
+
+
+class Query(_Frozen):
+    """What a memory system is asked: the question without its gold answer or evidence."""
+
+    question_id: str
+    text: str
+    date: str | None = None
+    """When the question is asked (LongMemEval's `question_date`), if the benchmark says."""
+
+
+class Question(_Frozen):
+    """A benchmark question with everything needed to score an answer to it."""
+
+    question_id: str
+    text: str
+    answers: tuple[str, ...]
+    """Gold answers; a prediction matching any of them is correct. Empty for adversarial items."""
+    question_type: str
+    """Readable type name used for the per-type table (e.g. `multi-hop`, `abstention`)."""
+    evidence: tuple[str, ...] = ()
+    """Ids of the turns (or sessions) that hold the answer."""
+    date: str | None = None
+    metadata: dict[str, JSONScalar] = Field(default_factory=dict)
+    """Benchmark-specific facts a metric may need, e.g. `locomo_category`."""
+
+    def to_query(self) -> Query:
+        return Query(question_id=self.question_id, text=self.text, date=self.date)
+
+
+class Sample(_Frozen):
+    """One history and the questions asked about it (the unit the runner ingests once)."""
+
+    sample_id: str
+    conversation: Conversation
+    questions: tuple[Question, ...]
+
+
+class MemoryItem(BaseModel):
+    """An entry of a memory bank, or a chunk a system retrieved to answer."""
+
+    id: str
+    text: str
+    timestamp: str | None = None
+    source_turn_ids: list[str] = Field(default_factory=list)
+    score: float | None = None
+
+
+class Usage(BaseModel):
+    """LLM cost of one stage (ingest, answer, judge, ...)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    latencies_s: list[float] = Field(default_factory=list)
+    """Per-call latencies, so percentiles can be reported; cache hits count as 0 s."""
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.cache_hits += other.cache_hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency_s += other.latency_s
+        self.latencies_s.extend(other.latencies_s)
+
+
+StageUsage = dict[str, Usage]
+
+
+def merge_usage(into: StageUsage, other: StageUsage) -> None:
+    for stage, usage in other.items():
+        into.setdefault(stage, Usage()).add(usage)
+
+
+class Prediction(BaseModel):
+    """A system's answer to one query, with what it looked at and what it cost."""
+
+    question_id: str
+    answer: str
+    retrieved: list[MemoryItem] = Field(default_factory=list)
+    usage: StageUsage = Field(default_factory=dict)
+    latency_s: float = 0.0
+    metadata: dict[str, JSONScalar | list[str]] = Field(default_factory=dict)
+    """System-specific facts worth keeping, e.g. how a history was truncated."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A metric's verdict on one prediction. `value` None means "not scorable" (e.g. unparsable judge)."""
+
+    value: float | None
+    details: dict[str, JSONScalar] = field(default_factory=dict)
+    usage: Usage | None = None
+
+
+def count_by_type(questions: Iterable[Question]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for q in questions:
+        counts[q.question_type] = counts.get(q.question_type, 0) + 1
+    return counts

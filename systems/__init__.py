@@ -1,0 +1,1 @@
+"""Memory systems: one module (or package) per system, registered in `harness.plugins`."""

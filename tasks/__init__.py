@@ -1,0 +1,1 @@
+"""Benchmarks: one module per task, registered in `harness.plugins`."""
