@@ -24,12 +24,16 @@ TASKS.register("toy", "tasks.toy:TASK", "a tiny built-in task for offline tests"
 
 SYSTEMS.register("full-context", "systems.full_context:FullContextSystem", "the whole history in the prompt")
 
-BACKENDS.register("llamacpp", "harness.llm.providers.llamacpp:LlamaCppBackend", "embedded CPU model (llama-cpp-python), default")
+BACKENDS.register(
+    "llamacpp", "harness.llm.providers.llamacpp:LlamaCppBackend", "embedded CPU model (llama-cpp-python), default"
+)
 BACKENDS.register("openai", "harness.llm.providers.openai_compat:OpenAIBackend", "OpenAI or any compatible server")
 BACKENDS.register("litellm", "harness.llm.providers.litellm_backend:LiteLLMBackend", "any provider litellm supports")
 BACKENDS.register("mock", "harness.llm.providers.mock:MockBackend", "scripted replies, for tests")
 
-METRICS.register("f1_locomo", "harness.metrics.f1_locomo:f1_locomo", "official LoCoMo token F1 (stemmed, category rules)")
+METRICS.register(
+    "f1_locomo", "harness.metrics.f1_locomo:f1_locomo", "official LoCoMo token F1 (stemmed, category rules)"
+)
 METRICS.register("f1", "harness.metrics.token_f1:f1", "set-based token F1 of the Mem0 / Memory-R1 evaluations")
 METRICS.register("bleu1", "harness.metrics.bleu:bleu1", "sentence BLEU-1 (nltk, smoothing method1)")
 METRICS.register("exact_match", "harness.metrics.exact_match:exact_match", "normalized exact match (Memory-R1 reward)")

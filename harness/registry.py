@@ -48,6 +48,11 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, target, description)
         self._loaded.pop(name, None)
 
+    def add(self, name: str, obj: T, description: str = "") -> None:
+        """Register an object that is already imported (scripts and tests; built-ins use `register`)."""
+        self._entries[name] = Entry(name, f"{getattr(obj, '__module__', '?')}:<object>", description)
+        self._loaded[name] = obj
+
     def entries(self) -> list[Entry]:
         self._read_entry_points()
         return sorted(self._entries.values(), key=lambda e: e.name)

@@ -31,12 +31,17 @@ CREATE TABLE IF NOT EXISTS calls (
 
 
 def default_cache_path() -> Path:
-    root = os.environ.get("HARNESS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "memory-harness"
+    root = (
+        os.environ.get("HARNESS_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "memory-harness"
+    )
     return Path(root) / "llm_calls.sqlite"
 
 
 def request_document(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> str:
-    return json.dumps({"backend": identity, "config": asdict(config), "messages": messages}, sort_keys=True, ensure_ascii=False)
+    return json.dumps(
+        {"backend": identity, "config": asdict(config), "messages": messages}, sort_keys=True, ensure_ascii=False
+    )
 
 
 class CallCache:
@@ -66,7 +71,9 @@ class CallCache:
             self.misses += 1
             return None
         self.hits += 1
-        return Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3], cached=True)
+        return Completion(
+            text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3], cached=True
+        )
 
     def put(self, request: str, completion: Completion) -> None:
         with self._lock:

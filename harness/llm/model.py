@@ -39,7 +39,7 @@ class Model:
         self._semaphore = asyncio.Semaphore(min(slots, max_concurrency))
 
     @property
-    def info(self):  # noqa: ANN201 - BackendInfo, re-exported for convenience
+    def info(self):
         return self.backend.info
 
     def _identity(self) -> dict[str, str | None]:
@@ -76,7 +76,14 @@ class Model:
                 if attempt == self.max_retries:
                     raise LLMCallFailed(f"{self.spec}: gave up after {attempt + 1} attempts: {error}") from error
                 delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
-                log.warning("%s: transient error (%s); retry %d/%d in %.1fs", self.spec, error, attempt + 1, self.max_retries, delay)
+                log.warning(
+                    "%s: transient error (%s); retry %d/%d in %.1fs",
+                    self.spec,
+                    error,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
                 await asyncio.sleep(delay)
             except LLMError as error:
                 raise LLMCallFailed(f"{self.spec}: {error}") from error

@@ -27,7 +27,9 @@ class MockBackend:
         default: str = "I don't know",
         context_window: int | None = None,
     ) -> None:
-        self.info = BackendInfo(provider="mock", model=model or "mock", base_url=base_url, context_window=context_window)
+        self.info = BackendInfo(
+            provider="mock", model=model or "mock", base_url=base_url, context_window=context_window
+        )
         self._replies = list(replies)
         self._responder = responder
         self._default = default
@@ -44,7 +46,9 @@ class MockBackend:
         if isinstance(reply, Exception):
             raise reply
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        return Completion(text=reply, prompt_tokens=prompt_tokens, completion_tokens=len(reply.split()), finish_reason="stop")
+        return Completion(
+            text=reply, prompt_tokens=prompt_tokens, completion_tokens=len(reply.split()), finish_reason="stop"
+        )
 
     def count_tokens(self, text: str) -> int | None:
         return len(text.split())

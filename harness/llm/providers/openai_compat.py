@@ -1,0 +1,110 @@
+"""The `openai` backend: the OpenAI API or any server that speaks its chat-completions protocol (vLLM,
+llama.cpp's server, Ollama, LM Studio...), through the official `openai` SDK.
+
+The SDK's own retries are switched off: `Model` retries, with its own bounded budget, only what
+`classify_api_error` calls transient.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import openai
+
+from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message, TransientLLMError
+
+DEFAULT_TIMEOUT_S = 120.0
+LOCAL_API_KEY = "EMPTY"
+"""Sent to a custom base URL when no key is set: local servers ignore it, the SDK insists on one."""
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def classify_api_error(error: openai.APIError, where: str) -> LLMError:
+    """The harness error for an SDK error: transient for connection failures, timeouts, rate limits and 5xx.
+
+    litellm's exceptions subclass the SDK's, so its backend uses this too. The message carries the error's
+    class and text only; neither the SDK nor this function puts the API key in it.
+    """
+    message = f"{where}: {type(error).__name__}: {error}"
+    if isinstance(error, openai.APIConnectionError | openai.RateLimitError | openai.InternalServerError):
+        return TransientLLMError(message)
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and (status >= 500 or status in _RETRYABLE_STATUS):
+        return TransientLLMError(message)
+    return LLMError(message)
+
+
+def request_options(config: GenerateConfig) -> dict[str, Any]:
+    """The chat-completions parameters for a config, leaving out what is unset so servers use their defaults."""
+    options: dict[str, Any] = {"temperature": config.temperature}
+    if config.top_p is not None:
+        options["top_p"] = config.top_p
+    if config.stop:
+        options["stop"] = list(config.stop)
+    if config.seed is not None:
+        options["seed"] = config.seed
+    if config.json_mode:
+        options["response_format"] = {"type": "json_object"}
+    return options
+
+
+class OpenAIBackend:
+    """Chat completions over HTTP with `openai.AsyncOpenAI`.
+
+    Args:
+        model: the model name the server knows (`gpt-4o-mini`, or what a local server was started with).
+        base_url: the server's `/v1` URL; None for the OpenAI API (or `OPENAI_BASE_URL`).
+        api_key: defaults to `OPENAI_API_KEY`; a custom base URL without any key gets a placeholder.
+        timeout_s: per-request timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if not model:
+            raise LLMError("the openai backend needs a model name: openai:MODEL or openai:MODEL@http://host:port/v1")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if base_url is None:
+                raise LLMError(f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1")
+            key = LOCAL_API_KEY
+        self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
+        # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
+        # copy the protocol (llama.cpp, older vLLM) know only `max_tokens`.
+        self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
+        self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
+
+    async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        options = request_options(config)
+        options[self._max_tokens_param] = config.max_tokens
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.info.model,
+                messages=messages,  # type: ignore[arg-type]
+                **options,
+            )
+        except openai.APIError as error:
+            raise classify_api_error(error, f"openai:{self.info.model}") from error
+        if not response.choices:
+            raise LLMError(f"openai:{self.info.model}: the response has no choices")
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason,
+        )
+
+    def count_tokens(self, text: str) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.close()

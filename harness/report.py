@@ -1,0 +1,76 @@
+"""Console tables of a run: scores x100 per question type and overall, with counts and costs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.results import RunResult
+
+OVERALL = "overall"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def score_table(result: RunResult) -> Table:
+    spec = result.spec
+    roles = ", ".join(f"{role}={info.spec}" for role, info in spec.roles.items())
+    labels = f" · labels: {spec.label_convention}" if spec.label_convention else ""
+    table = Table(title=f"{spec.task} · {spec.system} · {roles}{labels}", title_justify="left")
+    table.add_column("question type")
+    table.add_column("n", justify="right")
+    for metric in spec.metrics:
+        table.add_column(metric, justify="right")
+    if not result.aggregates:
+        return table
+    first = result.aggregates[spec.metrics[0]]
+    types = [t for t in [*spec.question_types, *first.by_type] if t in first.by_type]
+    for qtype in dict.fromkeys(types):
+        cells = [result.aggregates[m].by_type.get(qtype) for m in spec.metrics]
+        n = max((c.n + c.n_unscored for c in cells if c is not None), default=0)
+        table.add_row(qtype, str(n), *(_pct(c.mean if c else None) for c in cells))
+    overall = [result.aggregates[m].overall for m in spec.metrics]
+    table.add_section()
+    table.add_row(
+        OVERALL, str(max(c.n + c.n_unscored for c in overall)), *(_pct(c.mean) for c in overall), style="bold"
+    )
+    return table
+
+
+def usage_table(result: RunResult) -> Table:
+    table = Table(title="LLM usage per stage", title_justify="left")
+    for column in ("stage", "calls", "cached", "prompt tok", "completion tok", "latency s", "p50 s", "p95 s"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, u in result.usage.items():
+        table.add_row(
+            stage,
+            str(u.calls),
+            str(u.cache_hits),
+            str(u.prompt_tokens),
+            str(u.completion_tokens),
+            f"{u.latency_s:.1f}",
+            "-" if u.latency_p50_s is None else f"{u.latency_p50_s:.2f}",
+            "-" if u.latency_p95_s is None else f"{u.latency_p95_s:.2f}",
+        )
+    return table
+
+
+def print_run(result: RunResult, run_dir: str, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(score_table(result))
+    notes = []
+    if result.counts is not None:
+        c = result.counts
+        notes.append(f"{c.answered}/{c.questions} questions answered in {c.samples} histories; {c.failed} failed")
+    unscored = {m: a.overall.n_unscored for m, a in result.aggregates.items() if a.overall.n_unscored}
+    if unscored:
+        notes.append("unscored (e.g. unparsable judge replies): " + ", ".join(f"{m} {n}" for m, n in unscored.items()))
+    if not result.spec.data.checksum_verified:
+        notes.append(f"data file {result.spec.data.path} used without checksum verification")
+    for note in notes:
+        console.print(note)
+    if result.usage:
+        console.print(usage_table(result))
+    console.print(f"status: {result.status} · run directory: {run_dir}")

@@ -1,0 +1,216 @@
+"""The run directory: `run.json` (spec, status, aggregates, usage) and `samples.jsonl` (one record per question).
+
+Records are appended as each question finishes, so a killed run keeps its work and `--resume` continues it.
+Reports, re-scoring and comparisons read these files alone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from harness.metrics.aggregate import MetricAggregate
+from harness.task import DataFileInfo, DataOptions
+from harness.types import JSONScalar, MemoryItem, Prediction, StageUsage, Usage
+
+SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+SAMPLES_FILE = "samples.jsonl"
+INGEST_FILE = "ingest.jsonl"
+MEMORY_DIR = "memory"
+
+M = TypeVar("M", bound=BaseModel)
+
+RunStatus = Literal["running", "finished", "interrupted", "failed"]
+
+
+class RoleInfo(BaseModel):
+    spec: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    context_window: int | None = None
+
+
+class RunSpec(BaseModel):
+    """Everything that decides a run's results; enough to resume it."""
+
+    task: str
+    task_version: str
+    task_options: dict[str, JSONScalar]
+    label_convention: str | None = None
+    data: DataFileInfo
+    data_options: DataOptions
+    system: str
+    system_options: dict[str, str] = Field(default_factory=dict)
+    roles: dict[str, RoleInfo]
+    metrics: list[str]
+    question_types: list[str]
+    limit: int | None = None
+    seed: int = 0
+    config_hash: str = ""
+    """sha256 over the fields above: runs with equal hashes are comparable question for question."""
+    harness_version: str = ""
+    git_sha: str | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+
+
+class QuestionRecord(BaseModel):
+    """One line of `samples.jsonl`."""
+
+    sample_id: str
+    question_id: str
+    question_type: str
+    question: str
+    gold: list[str]
+    evidence: list[str] = Field(default_factory=list)
+    question_metadata: dict[str, JSONScalar] = Field(default_factory=dict)
+    prediction: Prediction | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    score_details: dict[str, dict[str, JSONScalar]] = Field(default_factory=dict)
+    judge_usage: Usage | None = None
+    error: str | None = None
+    """Set when the system failed on this question (after retries); such a record is retried on resume."""
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class IngestRecord(BaseModel):
+    """One line of `ingest.jsonl`: the cost of ingesting one history."""
+
+    sample_id: str
+    usage: StageUsage
+    memory_items: int
+    error: str | None = None
+
+
+class UsageSummary(BaseModel):
+    calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+
+
+class RunCounts(BaseModel):
+    samples: int
+    questions: int
+    answered: int
+    failed: int
+
+
+class RunResult(BaseModel):
+    """The contents of `run.json`."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    status: RunStatus
+    created_at: str
+    finished_at: str | None = None
+    spec: RunSpec
+    counts: RunCounts | None = None
+    aggregates: dict[str, MetricAggregate] = Field(default_factory=dict)
+    usage: dict[str, UsageSummary] = Field(default_factory=dict)
+    error: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def summarize_usage(usage: Usage) -> UsageSummary:
+    ordered = sorted(usage.latencies_s)
+
+    def pct(q: float) -> float | None:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+    return UsageSummary(
+        calls=usage.calls,
+        cache_hits=usage.cache_hits,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        latency_s=round(usage.latency_s, 3),
+        latency_p50_s=pct(0.5),
+        latency_p95_s=pct(0.95),
+    )
+
+
+class RunDir:
+    """Reads and writes one run directory; appends are thread-safe and flushed line by line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    def write_result(self, result: RunResult) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_file.with_suffix(".json.tmp")
+        tmp.write_text(result.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, self.run_file)
+
+    def read_result(self) -> RunResult:
+        if not self.run_file.exists():
+            raise FileNotFoundError(f"{self.run_file}: no run.json here; is {self.path} a run directory?")
+        return RunResult.model_validate_json(self.run_file.read_text())
+
+    def append_question(self, record: QuestionRecord) -> None:
+        self._append(SAMPLES_FILE, record)
+
+    def append_ingest(self, record: IngestRecord) -> None:
+        self._append(INGEST_FILE, record)
+
+    def _append(self, name: str, record: BaseModel) -> None:
+        line = record.model_dump_json() + "\n"
+        with self._lock, (self.path / name).open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+    def read_questions(self) -> list[QuestionRecord]:
+        return _read_jsonl(self.path / SAMPLES_FILE, QuestionRecord)
+
+    def read_ingests(self) -> list[IngestRecord]:
+        return _read_jsonl(self.path / INGEST_FILE, IngestRecord)
+
+    def keep_finished_questions(self) -> list[QuestionRecord]:
+        """Drop failed records (and a torn last line) so a resumed run retries them; returns the kept ones."""
+        kept = {r.question_id: r for r in self.read_questions() if not r.failed}
+        tmp = self.path / (SAMPLES_FILE + ".tmp")
+        tmp.write_text("".join(r.model_dump_json() + "\n" for r in kept.values()), encoding="utf-8")
+        os.replace(tmp, self.path / SAMPLES_FILE)
+        return list(kept.values())
+
+    def write_memory(self, sample_id: str, items: list[MemoryItem]) -> None:
+        folder = self.path / MEMORY_DIR
+        folder.mkdir(exist_ok=True)
+        safe = sample_id.replace("/", "_")
+        (folder / f"{safe}.jsonl").write_text("".join(i.model_dump_json() + "\n" for i in items), encoding="utf-8")
+
+
+def _read_jsonl(path: Path, model: type[M]) -> list[M]:
+    if not path.exists():
+        return []
+    records: list[M] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(model.model_validate_json(line))
+        except ValueError as error:
+            if number == len(lines):  # a run killed mid-write leaves a torn last line: that record is redone
+                break
+            raise ValueError(f"{path}:{number}: not a valid {model.__name__} record: {error}") from error
+    return records

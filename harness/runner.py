@@ -1,0 +1,335 @@
+"""The runner: tasks x systems x models -> scored, resumable run directories.
+
+For each sample (bounded concurrency) a fresh system ingests the history once, in date order; then its
+questions are answered concurrently, scored as they finish and appended to `samples.jsonl` at once. A failed
+LLM call marks its question failed (recorded, retried on `--resume`), never an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import __version__
+from harness.llm import LLMCallFailed, Model
+from harness.llm.build import build_model
+from harness.llm.cache import CallCache, default_cache_path
+from harness.llm.spec import DEFAULT_MODEL_SPEC
+from harness.metrics.aggregate import aggregate
+from harness.metrics.base import Metric, MetricContext
+from harness.plugins import METRICS, SYSTEMS, TASKS
+from harness.progress import RunProgress
+from harness.provenance import git_sha, package_versions
+from harness.results import (
+    IngestRecord,
+    QuestionRecord,
+    RoleInfo,
+    RunCounts,
+    RunDir,
+    RunResult,
+    RunSpec,
+    now_iso,
+    summarize_usage,
+)
+from harness.selection import stratified_subset
+from harness.system import MemorySystem, SystemContext
+from harness.task import DataOptions, TaskData
+from harness.types import Question, Sample, StageUsage, Usage, merge_usage
+
+log = logging.getLogger(__name__)
+
+JUDGE_ROLE = "judge"
+
+
+class RunConfig(BaseModel):
+    """One run, as the CLI (or a script) describes it."""
+
+    task: str
+    system: str
+    task_options: dict[str, str] = Field(default_factory=dict)
+    system_options: dict[str, str] = Field(default_factory=dict)
+    data: DataOptions = Field(default_factory=DataOptions)
+    roles: dict[str, str] = Field(default_factory=lambda: {"model": DEFAULT_MODEL_SPEC})
+    """Role -> backend spec. `model` is the system's own LLM; `judge` (optional) scores with `llm_judge`."""
+    metrics: list[str] | None = None
+    """None: the task's default metrics, plus `llm_judge` when a judge is given."""
+    limit: int | None = None
+    seed: int = 0
+    output_dir: Path = Path("results")
+    run_id: str | None = None
+    use_cache: bool = True
+    cache_path: Path | None = None
+    max_retries: int = 3
+    max_concurrency: int = 8
+    """LLM calls in flight per role."""
+    max_samples: int | None = None
+    """Histories processed at once; default 1 when a role runs on a single-slot local engine, else 4."""
+
+
+class _Run(BaseModel):
+    """The pieces of a run once everything is loaded and built."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: RunConfig
+    task: TaskData
+    samples: list[Sample]
+    models: dict[str, Model]
+    metrics: list[Metric]
+    run_dir: RunDir
+    result: RunResult
+
+
+async def run(config: RunConfig, models: dict[str, Model] | None = None, resume: bool = False) -> RunResult:
+    """Execute (or, with `resume`, continue) a run and return its final `run.json` contents.
+
+    `models` replaces the backends named in `config.roles` (tests pass mock models here).
+    """
+    state = _prepare(config, models, resume)
+    owned = models is None
+    try:
+        await _execute(state, resume)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        _finish(state, "interrupted")
+        log.warning("interrupted; continue with: python -m harness run --resume %s", state.run_dir.path)
+        raise
+    except Exception as error:
+        _finish(state, "failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        if owned:
+            for model in state.models.values():
+                await model.aclose()
+    return _finish(state, "finished")
+
+
+def config_of_run(run_dir: Path) -> RunConfig:
+    """The configuration a run directory was made with, for `--resume`."""
+    spec = RunDir(run_dir).read_result().spec
+    return RunConfig(
+        task=spec.task,
+        system=spec.system,
+        task_options={k: str(v) for k, v in spec.task_options.items() if v is not None},
+        system_options=spec.system_options,
+        data=spec.data_options,
+        roles={role: info.spec for role, info in spec.roles.items()},
+        metrics=spec.metrics,
+        limit=spec.limit,
+        seed=spec.seed,
+        output_dir=run_dir.parent.parent.parent,
+        run_id=run_dir.name,
+    )
+
+
+def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -> _Run:
+    task_data = TASKS.get(config.task).load(config.data, **config.task_options)
+    samples = task_data.samples
+    if config.limit is not None:
+        samples = stratified_subset(samples, config.limit, config.seed)
+    if models is None:
+        cache = CallCache(config.cache_path or default_cache_path()) if config.use_cache else None
+        models = {
+            role: build_model(spec, cache=cache, max_retries=config.max_retries, max_concurrency=config.max_concurrency)
+            for role, spec in config.roles.items()
+        }
+    metric_names = config.metrics or [*task_data.default_metrics, *(["llm_judge"] if JUDGE_ROLE in models else [])]
+    context = MetricContext(judge=models.get(JUDGE_ROLE), judge_style=task_data.judge_style)
+    metrics = [METRICS.get(name)(context) for name in metric_names]
+    spec = _spec(config, task_data, models, metric_names)
+    run_id = config.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.config_hash[:6]}"
+    run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
+    if resume:
+        previous = run_dir.read_result()
+        if previous.spec.config_hash != spec.config_hash:
+            raise ValueError(f"{run_dir.run_file}: cannot resume, the configuration changed (config hash differs)")
+        result = previous.model_copy(update={"status": "running", "finished_at": None, "error": None})
+    else:
+        if run_dir.run_file.exists():
+            raise FileExistsError(f"{run_dir.path} already holds a run; use --resume to continue it")
+        result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec)
+    run_dir.write_result(result)
+    return _Run(
+        config=config, task=task_data, samples=samples, models=models, metrics=metrics, run_dir=run_dir, result=result
+    )
+
+
+def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str]) -> RunSpec:
+    roles = {
+        role: RoleInfo(
+            spec=model.spec,
+            provider=model.info.provider,
+            model=model.info.model,
+            base_url=model.info.base_url,
+            context_window=model.info.context_window,
+        )
+        for role, model in models.items()
+    }
+    decisive = {
+        "task": config.task,
+        "task_options": task.options,
+        "data_sha256": task.data.sha256,
+        "system": config.system,
+        "system_options": config.system_options,
+        "roles": {role: info.spec for role, info in roles.items()},
+        "metrics": metric_names,
+        "limit": config.limit,
+        "seed": config.seed,
+    }
+    return RunSpec(
+        task=config.task,
+        task_version=task.version,
+        task_options=task.options,
+        label_convention=task.label_convention,
+        data=task.data,
+        data_options=config.data,
+        system=config.system,
+        system_options=config.system_options,
+        roles=roles,
+        metrics=metric_names,
+        question_types=task.question_types,
+        limit=config.limit,
+        seed=config.seed,
+        config_hash=hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest(),
+        harness_version=__version__,
+        git_sha=git_sha(),
+        packages=package_versions(),
+    )
+
+
+async def _execute(state: _Run, resume: bool) -> None:
+    done = {r.question_id for r in state.run_dir.keep_finished_questions()} if resume else set()
+    pending = [
+        (sample, [q for q in sample.questions if q.question_id not in done])
+        for sample in state.samples
+        if any(q.question_id not in done for q in sample.questions)
+    ]
+    single_slot = any(m.info.max_concurrency == 1 for m in state.models.values())
+    limit = state.config.max_samples or (1 if single_slot else 4)
+    gate = asyncio.Semaphore(limit)
+    with RunProgress(total=sum(len(qs) for _, qs in pending), skipped=len(done)) as progress:
+
+        async def one(sample: Sample, questions: list[Question]) -> None:
+            async with gate:
+                await _run_sample(state, sample, questions, progress)
+
+        await asyncio.gather(*(one(sample, questions) for sample, questions in pending))
+
+
+async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
+    system_roles = {role: m for role, m in state.models.items() if role != JUDGE_ROLE}
+    context = SystemContext(roles=system_roles, speakers=sample.conversation.speakers)
+    system: MemorySystem = SYSTEMS.get(state.config.system)(context, **state.config.system_options)
+    progress.start_sample(sample.sample_id, len(questions))
+    ingest_usage: StageUsage = {}
+    try:
+        for session in sample.conversation.sessions:
+            merge_usage(ingest_usage, await system.ingest(session))
+    except LLMCallFailed as error:
+        message = f"ingest failed: {error}"
+        state.run_dir.append_ingest(
+            IngestRecord(sample_id=sample.sample_id, usage=ingest_usage, memory_items=0, error=message)
+        )
+        for question in questions:
+            state.run_dir.append_question(_record(sample, question, error=message))
+            progress.advance(failed=True)
+        return
+    memory = system.memory_dump()
+    state.run_dir.append_ingest(IngestRecord(sample_id=sample.sample_id, usage=ingest_usage, memory_items=len(memory)))
+    state.run_dir.write_memory(sample.sample_id, memory)
+
+    async def answer_and_score(question: Question) -> None:
+        record = await _answer_and_score(state, system, sample, question)
+        state.run_dir.append_question(record)
+        progress.advance(failed=record.failed)
+
+    await asyncio.gather(*(answer_and_score(q) for q in questions))
+    progress.finish_sample(sample.sample_id)
+
+
+async def _answer_and_score(state: _Run, system: MemorySystem, sample: Sample, question: Question) -> QuestionRecord:
+    started = time.perf_counter()
+    try:
+        prediction = await system.answer(question.to_query())
+    except Exception as error:  # a system bug or an exhausted LLM call: recorded, the run goes on
+        log.debug("question %s failed", question.question_id, exc_info=True)
+        return _record(sample, question, error=f"{type(error).__name__}: {error}")
+    prediction.latency_s = time.perf_counter() - started
+    record = _record(sample, question)
+    record.prediction = prediction
+    judge_usage = Usage()
+    for metric in state.metrics:
+        try:
+            score = await metric.score(question, prediction)
+        except LLMCallFailed as error:
+            record.scores[metric.name] = None
+            record.score_details[metric.name] = {"error": str(error)}
+            continue
+        record.scores[metric.name] = score.value
+        if score.details:
+            record.score_details[metric.name] = dict(score.details)
+        if score.usage is not None:
+            judge_usage.add(score.usage)
+    record.judge_usage = judge_usage if judge_usage.calls else None
+    return record
+
+
+def _record(sample: Sample, question: Question, error: str | None = None) -> QuestionRecord:
+    return QuestionRecord(
+        sample_id=sample.sample_id,
+        question_id=question.question_id,
+        question_type=question.question_type,
+        question=question.text,
+        gold=list(question.answers),
+        evidence=list(question.evidence),
+        question_metadata=question.metadata,
+        error=error,
+    )
+
+
+def summarize(run_dir: RunDir, spec: RunSpec) -> tuple[RunCounts, dict, dict]:
+    """Counts, aggregates and usage of a run directory's records (what `run.json` and `show` report)."""
+    records = run_dir.read_questions()
+    answered = [r for r in records if not r.failed]
+    aggregates = aggregate(answered, metric_names=spec.metrics, type_order=spec.question_types)
+    usage: StageUsage = {}
+    latest_ingest = {r.sample_id: r for r in run_dir.read_ingests()}
+    for ingest in latest_ingest.values():
+        merge_usage(usage, ingest.usage)
+    for record in answered:
+        merge_usage(usage, record.prediction.usage if record.prediction else {})
+        if record.judge_usage:
+            merge_usage(usage, {"judge": record.judge_usage})
+    counts = RunCounts(
+        samples=len({r.sample_id for r in records}),
+        questions=len(records),
+        answered=len(answered),
+        failed=len(records) - len(answered),
+    )
+    return counts, aggregates, {stage: summarize_usage(u) for stage, u in usage.items()}
+
+
+def _finish(state: _Run, status: str, error: str | None = None) -> RunResult:
+    counts, aggregates, usage = summarize(state.run_dir, state.result.spec)
+    result = state.result.model_copy(
+        update={
+            "status": status,
+            "finished_at": now_iso(),
+            "counts": counts,
+            "aggregates": aggregates,
+            "usage": usage,
+            "error": error,
+        }
+    )
+    state.run_dir.write_result(result)
+    state.result = result
+    return result
+
+
+__all__: Sequence[str] = ["RunConfig", "config_of_run", "run", "summarize"]

@@ -1,0 +1,52 @@
+"""Aggregation of per-question scores: question-weighted means, per-type cells, unscored counts, order."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.metrics.aggregate import Cell, QuestionScores, aggregate
+
+
+def _records() -> list[QuestionScores]:
+    return [
+        QuestionScores(question_type="temporal", scores={"f1": 0.5, "llm_judge": 1.0}),
+        QuestionScores(question_type="single-hop", scores={"f1": 1.0, "llm_judge": None}),
+        QuestionScores(question_type="single-hop", scores={"f1": 0.0, "llm_judge": 0.0}),
+        QuestionScores(question_type="single-hop", scores={"f1": 0.5, "llm_judge": 1.0}),
+        QuestionScores(question_type="odd", scores={"f1": 0.25}),
+    ]
+
+
+def test_overall_is_question_weighted_over_scored_questions() -> None:
+    result = aggregate(_records(), ["f1", "llm_judge"])
+    # f1: (0.5 + 1 + 0 + 0.5 + 0.25) / 5 = 0.45, not the mean of the type means.
+    f1 = result["f1"].overall
+    assert (f1.mean, f1.n, f1.n_unscored) == (pytest.approx(0.45), 5, 0)
+    # llm_judge: None and the missing score are unscored; (1 + 0 + 1) / 3.
+    judge = result["llm_judge"].overall
+    assert (judge.mean, judge.n, judge.n_unscored) == (pytest.approx(2 / 3), 3, 2)
+
+
+def test_per_type_cells() -> None:
+    by_type = aggregate(_records(), ["f1", "llm_judge"])["llm_judge"].by_type
+    assert by_type["single-hop"] == Cell(mean=0.5, n=2, n_unscored=1)
+    assert by_type["temporal"] == Cell(mean=1.0, n=1, n_unscored=0)
+    assert by_type["odd"] == Cell(mean=None, n=0, n_unscored=1)
+
+
+def test_type_order_then_unlisted_types_as_seen() -> None:
+    result = aggregate(_records(), ["f1"], type_order=["single-hop", "multi-hop", "temporal"])
+    # "multi-hop" has no questions and is left out; "odd" is not in the order and comes last.
+    assert list(result["f1"].by_type) == ["single-hop", "temporal", "odd"]
+    assert list(aggregate(_records(), ["f1"])["f1"].by_type) == ["temporal", "single-hop", "odd"]
+
+
+def test_empty_and_unknown_metric() -> None:
+    assert aggregate([], ["f1"])["f1"].overall == Cell(mean=None, n=0, n_unscored=0)
+    assert aggregate([], ["f1"])["f1"].by_type == {}
+    assert aggregate(_records(), ["bleu1"])["bleu1"].overall == Cell(mean=None, n=0, n_unscored=5)
+
+
+def test_serializes() -> None:
+    dumped = aggregate(_records(), ["f1"])["f1"].model_dump()
+    assert dumped["by_type"]["temporal"] == {"mean": 0.5, "n": 1, "n_unscored": 0}

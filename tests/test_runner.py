@@ -1,0 +1,156 @@
+"""End-to-end runs of the toy task with the mock backend: records, aggregates, failures and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.llm import Completion, GenerateConfig, Message, Model, TransientLLMError
+from harness.llm.providers.mock import MockBackend
+from harness.plugins import TASKS
+from harness.results import RunDir
+from harness.runner import RunConfig, run
+from harness.task import DataOptions
+from harness.types import Question
+
+
+def toy_questions() -> list[Question]:
+    task = TASKS.get("toy").load(DataOptions())
+    return [q for sample in task.samples for q in sample.questions]
+
+
+def question_of(messages: list[Message]) -> str:
+    return messages[-1]["content"].rsplit("Question: ", 1)[1].split("\n", 1)[0]
+
+
+def oracle(wrong_types: set[str] = frozenset(), failing: set[str] = frozenset()):
+    """A responder that answers gold, except wrongly for `wrong_types` and with an error for `failing` texts."""
+    by_text = {q.text: q for q in toy_questions()}
+
+    def respond(messages: list[Message]) -> str | Exception:
+        question = by_text[question_of(messages)]
+        if question.text in failing:
+            return TransientLLMError("server overloaded")
+        return "no idea" if question.question_type in wrong_types else question.answers[0]
+
+    return respond
+
+
+def mock_model(responder, **backend_kwargs) -> Model:
+    return Model(MockBackend(responder=responder, **backend_kwargs), spec="mock", max_retries=1, backoff_s=0)
+
+
+def config(tmp_path: Path, **overrides) -> RunConfig:
+    return RunConfig(task="toy", system="full-context", output_dir=tmp_path, run_id="r1", roles={"model": "mock"},
+                     metrics=["exact_match", "f1"], **overrides)
+
+
+def records(tmp_path: Path, run_id: str = "r1") -> list[dict]:
+    path = tmp_path / "toy" / "full-context" / run_id / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_run_writes_one_record_per_question_and_per_type_aggregates(tmp_path):
+    questions = toy_questions()
+    wrong_type = questions[0].question_type
+    result = await run(config(tmp_path), models={"model": mock_model(oracle(wrong_types={wrong_type}))})
+
+    assert result.status == "finished"
+    lines = records(tmp_path)
+    assert sorted(r["question_id"] for r in lines) == sorted(q.question_id for q in questions)
+    n_wrong = sum(q.question_type == wrong_type for q in questions)
+    em = result.aggregates["exact_match"]
+    assert em.overall.n == len(questions)
+    assert em.overall.mean == pytest.approx((len(questions) - n_wrong) / len(questions))
+    assert em.by_type[wrong_type].mean == 0.0
+    assert em.by_type[wrong_type].n == n_wrong
+    assert all(c.mean == 1.0 for t, c in em.by_type.items() if t != wrong_type)
+    assert result.counts is not None and result.counts.failed == 0
+    assert result.usage["answer"].calls == len(questions)
+    run_dir = tmp_path / "toy" / "full-context" / "r1"
+    assert RunDir(run_dir).read_result().status == "finished"
+    n_samples = len(TASKS.get("toy").load(DataOptions()).samples)
+    assert len(list((run_dir / "memory").glob("*.jsonl"))) == n_samples
+    assert len(RunDir(run_dir).read_ingests()) == n_samples
+
+
+async def test_failed_call_is_recorded_not_scored_and_retried_on_resume(tmp_path):
+    questions = toy_questions()
+    failing = questions[1]
+    result = await run(config(tmp_path), models={"model": mock_model(oracle(failing={failing.text}))})
+
+    assert result.counts is not None and result.counts.failed == 1
+    failed = [r for r in records(tmp_path) if r["error"]]
+    assert [r["question_id"] for r in failed] == [failing.question_id]
+    assert failed[0]["scores"] == {} and failed[0]["prediction"] is None
+    assert "server overloaded" in failed[0]["error"]
+    assert result.aggregates["exact_match"].overall.n == len(questions) - 1
+
+    healthy = MockBackend(responder=oracle())
+    resumed = await run(config(tmp_path), models={"model": Model(healthy, spec="mock")}, resume=True)
+
+    assert resumed.counts is not None and resumed.counts.failed == 0
+    assert [question_of(m) for m in healthy.calls] == [failing.text]  # only the failed question is asked again
+    ids = [r["question_id"] for r in records(tmp_path)]
+    assert sorted(ids) == sorted(q.question_id for q in questions)
+    assert resumed.aggregates["exact_match"].overall.mean == 1.0
+
+
+class SlowBackend(MockBackend):
+    async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        await asyncio.sleep(0.02)
+        return await super().generate(messages, config)
+
+
+async def test_killed_run_resumes_to_the_same_aggregates_without_duplicates(tmp_path):
+    questions = toy_questions()
+    wrong = {questions[-1].question_type}
+    reference = await run(config(tmp_path, run_id="whole"), models={"model": mock_model(oracle(wrong_types=wrong))})
+
+    slow = Model(SlowBackend(responder=oracle(wrong_types=wrong), context_window=None), spec="mock", max_concurrency=1)
+    killed = asyncio.create_task(run(config(tmp_path, run_id="killed", max_samples=1), models={"model": slow}))
+    samples_file = tmp_path / "toy" / "full-context" / "killed" / "samples.jsonl"
+    while not samples_file.exists() or len(samples_file.read_text().splitlines()) < 2:
+        await asyncio.sleep(0.005)
+    killed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+    partial = RunDir(samples_file.parent).read_result()
+    assert partial.status == "interrupted"
+    assert 2 <= partial.counts.questions < len(questions)
+
+    resumed = await run(config(tmp_path, run_id="killed"), models={"model": mock_model(oracle(wrong_types=wrong))},
+                        resume=True)
+
+    ids = [r["question_id"] for r in records(tmp_path, "killed")]
+    assert len(ids) == len(set(ids)) == len(questions)
+    assert resumed.aggregates == reference.aggregates
+    assert resumed.status == "finished"
+
+
+async def test_resume_refuses_a_changed_configuration(tmp_path):
+    await run(config(tmp_path), models={"model": mock_model(oracle())})
+    with pytest.raises(ValueError, match="config hash"):
+        await run(config(tmp_path, limit=2), models={"model": mock_model(oracle())}, resume=True)
+
+
+async def test_a_new_run_never_overwrites_an_existing_run_directory(tmp_path):
+    await run(config(tmp_path), models={"model": mock_model(oracle())})
+    with pytest.raises(FileExistsError):
+        await run(config(tmp_path), models={"model": mock_model(oracle())})
+
+
+async def test_torn_last_line_of_a_killed_run_is_redone(tmp_path):
+    await run(config(tmp_path), models={"model": mock_model(oracle())})
+    samples_file = tmp_path / "toy" / "full-context" / "r1" / "samples.jsonl"
+    lines = samples_file.read_text().splitlines()
+    samples_file.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+
+    backend = MockBackend(responder=oracle())
+    resumed = await run(config(tmp_path), models={"model": Model(backend, spec="mock")}, resume=True)
+
+    assert len(backend.calls) == 1
+    assert resumed.counts is not None and resumed.counts.questions == len(lines)
