@@ -24,8 +24,16 @@ class GoldenCase(TypedDict):
     why: str
 
 
-def _cases() -> list[tuple[str, GoldenCase]]:
-    return [(path.stem, case) for path in sorted(GOLDEN_DIR.glob("*.json")) for case in json.loads(path.read_text())]
+def _cases() -> dict[str, tuple[str, GoldenCase]]:
+    """Cases by test id, `<metric>-<index in its file>`."""
+    return {
+        f"{path.stem}-{index}": (path.stem, case)
+        for path in sorted(GOLDEN_DIR.glob("*.json"))
+        for index, case in enumerate(json.loads(path.read_text()))
+    }
+
+
+CASES = _cases()
 
 
 def _question(case: GoldenCase) -> Question:
@@ -39,9 +47,7 @@ def test_every_text_metric_has_golden_cases() -> None:
     assert {p.stem for p in GOLDEN_DIR.glob("*.json")} == {"f1_locomo", "f1", "bleu1", "exact_match"}
 
 
-@pytest.mark.parametrize(
-    ("metric_name", "case"), _cases(), ids=[f"{name}-{case['prediction'][:24]}" for name, case in _cases()]
-)
+@pytest.mark.parametrize(("metric_name", "case"), CASES.values(), ids=CASES.keys())
 async def test_golden(metric_name: str, case: GoldenCase) -> None:
     metric = METRICS.get(metric_name)(MetricContext())
     assert metric.name == metric_name
