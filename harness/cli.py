@@ -18,12 +18,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from harness.llm.spec import DEFAULT_MODEL_SPEC
 from harness.plugins import BACKENDS, METRICS, SYSTEMS, TASKS
 from harness.registry import UnknownNameError
+from harness.report import make_console
 from harness.task import DataOptions
 
 EPILOG = """\
@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(_: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     for title, registry in (("tasks", TASKS), ("systems", SYSTEMS), ("backends", BACKENDS), ("metrics", METRICS)):
         table = Table(title=title, title_justify="left", show_header=False, box=None)
         for entry in registry.entries():
@@ -189,7 +189,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from harness.describe import describe_table
 
     task = TASKS.get(args.task).load(_data_options(args), **_task_options(args))
-    Console().print(describe_table(task))
+    make_console().print(describe_table(task))
     return 0
 
 

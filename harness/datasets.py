@@ -237,7 +237,10 @@ class Record:
 
     def error(self, field: str, expected: str, got: object) -> DataFormatError:
         shown = "nothing (field missing)" if got is _MISSING else f"{type(got).__name__} {_short(got)}"
-        return DataFormatError(f"{self.path}: {self.record}: field {field!r}: expected {expected}, got {shown}.")
+        return self.invalid(field, f"expected {expected}, got {shown}")
+
+    def invalid(self, field: str, problem: str) -> DataFormatError:
+        return DataFormatError(f"{self.path}: {self.record}: field {field!r}: {problem}.")
 
     def get(self, obj: Mapping[str, object], key: str, kind: type[T], at: str = "") -> T:
         """`obj[key]`, which must exist and be a `kind`; `at` is the path of `obj` inside the record."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from harness.task import TaskData
 
 
-def describe_table(task: TaskData) -> Table:
-    options = ", ".join(f"{k}={v}" for k, v in task.options.items())
+def describe_table(task: TaskData) -> Group:
+    options = "".join(f"; {k}={v}" for k, v in task.options.items())
     checked = "sha256 verified" if task.data.checksum_verified else "checksum not verified"
     table = Table(
-        title=f"{task.task} ({task.version}; {options})\n{task.data.path} [{task.data.origin}, {checked}]",
+        title=f"{task.task} ({task.version}{options})\n{task.data.path} [{task.data.origin}, {checked}]",
         title_justify="left",
     )
     for column in ("question type", "questions", "samples"):
@@ -32,5 +34,5 @@ def describe_table(task: TaskData) -> Table:
     questions = sum(len(s.questions) for s in task.samples)
     table.add_section()
     table.add_row("all", str(questions), str(len(task.samples)), style="bold")
-    table.caption = f"{len(task.samples)} samples · {sessions} sessions · {turns} turns · {questions} questions"
-    return table
+    totals = f"{len(task.samples)} samples · {sessions} sessions · {turns} turns · {questions} questions"
+    return Group(table, Text(totals))

@@ -8,6 +8,13 @@ from rich.table import Table
 from harness.results import RunResult
 
 OVERALL = "overall"
+PIPE_WIDTH = 160
+"""Console width when output goes to a file or pipe, where rich would otherwise wrap tables at 80 columns."""
+
+
+def make_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def _pct(value: float | None) -> str:
@@ -58,7 +65,7 @@ def usage_table(result: RunResult) -> Table:
 
 
 def print_run(result: RunResult, run_dir: str, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(score_table(result))
     notes = []
     if result.counts is not None:

@@ -13,9 +13,10 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from harness import __version__
 from harness.llm import LLMCallFailed, Model
@@ -73,10 +74,9 @@ class RunConfig(BaseModel):
     """Histories processed at once; default 1 when a role runs on a single-slot local engine, else 4."""
 
 
-class _Run(BaseModel):
+@dataclass
+class _Run:
     """The pieces of a run once everything is loaded and built."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     config: RunConfig
     task: TaskData

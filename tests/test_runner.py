@@ -44,8 +44,8 @@ def mock_model(responder, **backend_kwargs) -> Model:
 
 
 def config(tmp_path: Path, **overrides) -> RunConfig:
-    return RunConfig(task="toy", system="full-context", output_dir=tmp_path, run_id="r1", roles={"model": "mock"},
-                     metrics=["exact_match", "f1"], **overrides)
+    settings = {"run_id": "r1", "roles": {"model": "mock"}, "metrics": ["exact_match", "f1"], **overrides}
+    return RunConfig(task="toy", system="full-context", output_dir=tmp_path, **settings)
 
 
 def records(tmp_path: Path, run_id: str = "r1") -> list[dict]:
@@ -122,8 +122,9 @@ async def test_killed_run_resumes_to_the_same_aggregates_without_duplicates(tmp_
     assert partial.status == "interrupted"
     assert 2 <= partial.counts.questions < len(questions)
 
-    resumed = await run(config(tmp_path, run_id="killed"), models={"model": mock_model(oracle(wrong_types=wrong))},
-                        resume=True)
+    resumed = await run(
+        config(tmp_path, run_id="killed"), models={"model": mock_model(oracle(wrong_types=wrong))}, resume=True
+    )
 
     ids = [r["question_id"] for r in records(tmp_path, "killed")]
     assert len(ids) == len(set(ids)) == len(questions)

@@ -15,7 +15,9 @@ from systems.prompts import clean_short_answer
 
 def session(index: int, words: int) -> Session:
     text = " ".join(f"w{index}x{j}" for j in range(words))
-    return Session(session_id=f"s{index}", date=f"day {index}", turns=(Turn(turn_id=f"D{index}:1", speaker="Ann", text=text),))
+    return Session(
+        session_id=f"s{index}", date=f"day {index}", turns=(Turn(turn_id=f"D{index}:1", speaker="Ann", text=text),)
+    )
 
 
 async def build(backend: MockBackend, sessions: list[Session], **options: str) -> FullContextSystem:
@@ -71,7 +73,13 @@ async def test_memory_dump_keeps_every_session_with_its_turn_ids():
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
-    [("Paris", "Paris"), ("  \n**Answer:** 7 May 2023\nmore", "7 May 2023"), ("answer: Not mentioned", "Not mentioned"), ("**Answer**: Jon", "Jon"), ("", "")],
+    [
+        ("Paris", "Paris"),
+        ("  \n**Answer:** 7 May 2023\nmore", "7 May 2023"),
+        ("answer: Not mentioned", "Not mentioned"),
+        ("**Answer**: Jon", "Jon"),
+        ("", ""),
+    ],
 )
 def test_clean_short_answer(reply, expected):
     assert clean_short_answer(reply) == expected

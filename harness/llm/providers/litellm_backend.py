@@ -42,10 +42,17 @@ class LiteLLMBackend:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if not model:
-            raise LLMError("the litellm backend needs a model name: litellm:PROVIDER/MODEL, e.g. litellm:anthropic/claude-3-5-haiku-latest")
+            raise LLMError(
+                "the litellm backend needs a model name: litellm:PROVIDER/MODEL, e.g. litellm:anthropic/claude-3-5-haiku-latest"
+            )
         self.info = BackendInfo(provider="litellm", model=model, base_url=base_url)
         self._api_key = api_key
-        if api_key is None and base_url is not None and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        if (
+            api_key is None
+            and base_url is not None
+            and model.startswith("openai/")
+            and not os.environ.get("OPENAI_API_KEY")
+        ):
             self._api_key = LOCAL_API_KEY
         self._timeout_s = timeout_s
 

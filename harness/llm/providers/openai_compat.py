@@ -73,7 +73,9 @@ class OpenAIBackend:
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
             if base_url is None:
-                raise LLMError(f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1")
+                raise LLMError(
+                    f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1"
+                )
             key = LOCAL_API_KEY
         self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
         # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
