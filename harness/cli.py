@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from harness.datasets import DataFileError
 from harness.llm.spec import DEFAULT_MODEL_SPEC
 from harness.plugins import BACKENDS, METRICS, SYSTEMS, TASKS
 from harness.registry import UnknownNameError
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (UnknownNameError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (UnknownNameError, DataFileError, ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

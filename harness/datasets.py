@@ -105,6 +105,8 @@ def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, D
     offline = [name for name in OFFLINE_ENV_VARS if _truthy(os.environ.get(name))]
     if offline:
         places = "\n  ".join(str(p) for p in looked)
+        if not data_dir:
+            places += "\n  (no data folder: none was given by --data-dir or $HARNESS_DATA_DIR)"
         raise DataFileError(
             f"{remote.filename} is not available and {offline[0]} is set, so it will not be downloaded.\n"
             f"Looked for it in:\n  {places}\n"

@@ -12,10 +12,8 @@ from harness.task import TaskData
 def describe_table(task: TaskData) -> Group:
     options = "".join(f"; {k}={v}" for k, v in task.options.items())
     checked = "sha256 verified" if task.data.checksum_verified else "checksum not verified"
-    table = Table(
-        title=f"{task.task} ({task.version}{options})\n{task.data.path} [{task.data.origin}, {checked}]",
-        title_justify="left",
-    )
+    header = f"{task.task} ({task.version}{options})\n{task.data.path} [{task.data.origin}, {checked}]"
+    table = Table()
     for column in ("question type", "questions", "samples"):
         table.add_column(column, justify="left" if column == "question type" else "right")
     per_type: dict[str, tuple[int, set[str]]] = {}
@@ -35,4 +33,4 @@ def describe_table(task: TaskData) -> Group:
     table.add_section()
     table.add_row("all", str(questions), str(len(task.samples)), style="bold")
     totals = f"{len(task.samples)} samples · {sessions} sessions · {turns} turns · {questions} questions"
-    return Group(table, Text(totals))
+    return Group(Text(header), table, Text(totals))

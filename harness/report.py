@@ -21,11 +21,17 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def score_table(result: RunResult) -> Table:
+def run_header(result: RunResult) -> str:
     spec = result.spec
     roles = ", ".join(f"{role}={info.spec}" for role, info in spec.roles.items())
-    labels = f" · labels: {spec.label_convention}" if spec.label_convention else ""
-    table = Table(title=f"{spec.task} · {spec.system} · {roles}{labels}", title_justify="left")
+    options = "".join(f" {k}={v}" for k, v in spec.task_options.items())
+    labels = f" · question types: {spec.label_convention} labels" if spec.label_convention else ""
+    return f"{spec.task}{options} · {spec.system} · {roles}{labels} · scores x100"
+
+
+def score_table(result: RunResult) -> Table:
+    spec = result.spec
+    table = Table()
     table.add_column("question type")
     table.add_column("n", justify="right")
     for metric in spec.metrics:
@@ -47,7 +53,7 @@ def score_table(result: RunResult) -> Table:
 
 
 def usage_table(result: RunResult) -> Table:
-    table = Table(title="LLM usage per stage", title_justify="left")
+    table = Table()
     for column in ("stage", "calls", "cached", "prompt tok", "completion tok", "latency s", "p50 s", "p95 s"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage, u in result.usage.items():
@@ -66,6 +72,7 @@ def usage_table(result: RunResult) -> Table:
 
 def print_run(result: RunResult, run_dir: str, console: Console | None = None) -> None:
     console = console or make_console()
+    console.print(run_header(result))
     console.print(score_table(result))
     notes = []
     if result.counts is not None:
@@ -79,5 +86,6 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
     for note in notes:
         console.print(note)
     if result.usage:
+        console.print("LLM usage per stage")
         console.print(usage_table(result))
     console.print(f"status: {result.status} · run directory: {run_dir}")

@@ -167,7 +167,9 @@ def _session(rec: Record, conv: dict[str, object], n: int, captions: bool) -> Se
         caption = rec.get_optional(turn, "blip_caption", str, at)
         if captions and caption:
             text = f"{text} [shares {caption}]"
-        turns.append(Turn(turn_id=rec.get(turn, "dia_id", str, at), speaker=rec.get(turn, "speaker", str, at), text=text))
+        turns.append(
+            Turn(turn_id=rec.get(turn, "dia_id", str, at), speaker=rec.get(turn, "speaker", str, at), text=text)
+        )
     date = rec.get_optional(conv, f"{key}_date_time", str, "conversation")
     return Session(session_id=key, date=date, turns=tuple(turns))
 

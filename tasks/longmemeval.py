@@ -114,10 +114,10 @@ def _sample(rec: Record, question_id: str, item: dict[str, object]) -> Sample:
     dates = _strings(rec, item, "haystack_dates")
     raw_sessions = rec.get(item, "haystack_sessions", list)
     if not len(session_ids) == len(dates) == len(raw_sessions):
-        raise rec.error(
+        raise rec.invalid(
             "haystack_sessions",
-            f"as many sessions as haystack_session_ids ({len(session_ids)}) and haystack_dates ({len(dates)})",
-            f"{len(raw_sessions)} sessions",
+            f"has {len(raw_sessions)} sessions, haystack_session_ids {len(session_ids)} and haystack_dates "
+            f"{len(dates)}; they must be the same length",
         )
     sessions: list[Session] = []
     answer_turns: list[str] = []

@@ -86,7 +86,9 @@ def parse_msc(path: Path, include_current_dialog: bool = False) -> list[Sample]:
                 raise DataFormatError(f"{path}: line {number}: not valid JSON ({exc.msg}).") from exc
             rows.append((rec, rec.expect(row, dict, "(line)")))
     ids = _sample_ids(rows)
-    return [_sample(rec, sample_id, row, include_current_dialog) for (rec, row), sample_id in zip(rows, ids, strict=True)]
+    return [
+        _sample(rec, sample_id, row, include_current_dialog) for (rec, row), sample_id in zip(rows, ids, strict=True)
+    ]
 
 
 def _sample_ids(rows: list[tuple[Record, dict[str, object]]]) -> list[str]:
@@ -112,7 +114,9 @@ def _sample(rec: Record, sample_id: str, row: dict[str, object], include_current
         sessions.append(Session(session_id=f"session_{k + 1}", date=_relative_date(previous), turns=turns))
     if include_current:
         session_id = f"session_{len(sessions) + 1}"
-        sessions.append(Session(session_id=session_id, turns=_turns(rec, rec.get(row, "dialog", list), session_id, "dialog")))
+        sessions.append(
+            Session(session_id=session_id, turns=_turns(rec, rec.get(row, "dialog", list), session_id, "dialog"))
+        )
 
     probe = rec.get(row, "self_instruct", dict)
     metadata = row.get("metadata")

@@ -15,8 +15,10 @@ from harness.types import Conversation, Question, Sample, Session, Turn
 
 QUESTION_TYPES = ["single-hop", "multi-hop", "temporal"]
 
-# (speakers, sessions as (date, [(speaker, text), ...]), questions as (text, answer, type, evidence))
-_DIALOGUES = {
+_Turns = list[tuple[str, str]]
+_Questions = list[tuple[str, str, str, tuple[str, ...]]]
+# sample id -> (speakers, sessions as (date, [(speaker, text)]), questions as (text, answer, type, evidence))
+_DIALOGUES: dict[str, tuple[tuple[str, str], list[tuple[str, _Turns]], _Questions]] = {
     "toy-1": (
         ("Alice", "Bob"),
         [

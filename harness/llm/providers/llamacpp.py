@@ -162,8 +162,8 @@ class LlamaCppBackend:
             raise LLMError(
                 "llamacpp runs the model in-process and takes no base URL; use openai:MODEL@URL for a server"
             )
-        name, path = resolve_model_path(model)
         context = _n_ctx_setting(n_ctx)
+        name, path = resolve_model_path(model)
         self._engine: _Engine | None = _acquire(path, context, n_threads or os.cpu_count() or 1, flash_attn)
         self.info = BackendInfo(
             provider="llamacpp",
