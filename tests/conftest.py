@@ -9,6 +9,16 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Nothing in the tests may reach the network: no hub downloads, no litellm price-map fetch.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+@pytest.fixture(autouse=True)
+def _private_llm_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the tests' LLM calls out of the user's cache (and the user's cache out of the tests)."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+
 
 @pytest.fixture
 def shared_data_dir(request: pytest.FixtureRequest) -> Path:

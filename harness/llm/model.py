@@ -48,14 +48,14 @@ class Model:
 
     async def generate(self, messages: list[Message], config: GenerateConfig | None = None) -> Completion:
         config = config or GenerateConfig()
-        request = request_document(self._identity(), messages, config) if self.cache and config.deterministic else None
-        if request is not None and self.cache is not None:
-            hit = self.cache.get(request)
-            if hit is not None:
-                return hit
+        if self.cache is None or not config.deterministic:
+            return await self._call_with_retries(messages, config)
+        request = request_document(self._identity(), messages, config)
+        hit = self.cache.get(request)
+        if hit is not None:
+            return hit
         completion = await self._call_with_retries(messages, config)
-        if request is not None and self.cache is not None:
-            self.cache.put(request, completion)
+        self.cache.put(request, completion)
         return completion
 
     async def _call_with_retries(self, messages: list[Message], config: GenerateConfig) -> Completion:

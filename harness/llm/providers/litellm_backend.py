@@ -15,8 +15,8 @@ from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, LOCAL_API_KEY
 # litellm fetches its model price map from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
-import openai  # noqa: E402
+import litellm
+import openai
 
 # Otherwise every exception also prints litellm's "Give Feedback / Get Help" banner to stdout.
 litellm.suppress_debug_info = True
@@ -43,7 +43,7 @@ class LiteLLMBackend:
     ) -> None:
         if not model:
             raise LLMError(
-                "the litellm backend needs a model name: litellm:PROVIDER/MODEL, e.g. litellm:anthropic/claude-3-5-haiku-latest"
+                "the litellm backend needs a model name: litellm:PROVIDER/MODEL (e.g. gemini/gemini-2.0-flash)"
             )
         self.info = BackendInfo(provider="litellm", model=model, base_url=base_url)
         self._api_key = api_key
