@@ -17,6 +17,8 @@ from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, 
 DEFAULT_TIMEOUT_S = 120.0
 LOCAL_API_KEY = "EMPTY"
 """Sent to a custom base URL when no key is set: local servers ignore it, the SDK insists on one."""
+SERVER_KEY_ENV = "HARNESS_SERVER_API_KEY"
+"""The key for servers named in a spec (`openai:MODEL@URL`), e.g. a vLLM server started with `--api-key`."""
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
@@ -55,7 +57,9 @@ class OpenAIBackend:
     Args:
         model: the model name the server knows (`gpt-4o-mini`, or what a local server was started with).
         base_url: the server's `/v1` URL; None for the OpenAI API (or `OPENAI_BASE_URL`).
-        api_key: defaults to `OPENAI_API_KEY`; a custom base URL without any key gets a placeholder.
+        api_key: defaults to `OPENAI_API_KEY` for the OpenAI API. A custom base URL (from the spec) gets
+            `HARNESS_SERVER_API_KEY` or a placeholder, never `OPENAI_API_KEY`, so a real OpenAI key is not
+            sent to a third-party server by accident.
         timeout_s: per-request timeout in seconds.
     """
 
@@ -69,14 +73,15 @@ class OpenAIBackend:
     ) -> None:
         if not model:
             raise LLMError("the openai backend needs a model name: openai:MODEL or openai:MODEL@http://host:port/v1")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if base_url is None:
+        if base_url is not None:
+            key = api_key or os.environ.get(SERVER_KEY_ENV) or LOCAL_API_KEY
+        else:
+            base_url = os.environ.get("OPENAI_BASE_URL") or None
+            key = api_key or os.environ.get("OPENAI_API_KEY")
+            if not key:
                 raise LLMError(
                     f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1"
                 )
-            key = LOCAL_API_KEY
         self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
         # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
         # copy the protocol (llama.cpp, older vLLM) know only `max_tokens`.

