@@ -73,20 +73,24 @@ class OpenAIBackend:
     ) -> None:
         if not model:
             raise LLMError("the openai backend needs a model name: openai:MODEL or openai:MODEL@http://host:port/v1")
-        if base_url is not None:
-            key = api_key or os.environ.get(SERVER_KEY_ENV) or LOCAL_API_KEY
-        else:
-            base_url = os.environ.get("OPENAI_BASE_URL") or None
-            key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise LLMError(
-                    f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1"
-                )
+        key = self._api_key(model, base_url, api_key)
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
         # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
         # copy the protocol (llama.cpp, older vLLM) know only `max_tokens`.
         self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
         self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
+
+    @staticmethod
+    def _api_key(model: str, base_url: str | None, api_key: str | None) -> str:
+        if base_url is not None:
+            return api_key or os.environ.get(SERVER_KEY_ENV) or LOCAL_API_KEY
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise LLMError(
+                f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1"
+            )
+        return key
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
         options = request_options(config)
