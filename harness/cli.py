@@ -21,8 +21,9 @@ from pathlib import Path
 from rich.table import Table
 
 from harness.datasets import DataFileError
+from harness.embeddings.base import DEFAULT_EMBEDDER_SPEC
 from harness.llm.spec import DEFAULT_MODEL_SPEC
-from harness.plugins import BACKENDS, METRICS, SYSTEMS, TASKS
+from harness.plugins import BACKENDS, EMBEDDERS, METRICS, SYSTEMS, TASKS
 from harness.registry import UnknownNameError
 from harness.report import make_console
 from harness.task import DataOptions
@@ -104,12 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--judge", help="LLM for the llm_judge metric; when given, llm_judge is added to the default metrics"
     )
+    run.add_argument("--answer-model", help="LLM of the answering step (role `answer`; default: --model)")
+    run.add_argument("--manager-model", help="LLM of memr1's Memory Manager (role `manager`; default: --model)")
     run.add_argument(
         "--role",
         action="append",
         default=[],
         metavar="ROLE=SPEC",
-        help="a further LLM role a system uses, e.g. --role answer=openai:gpt-4o-mini",
+        help="any further LLM role a system documents, e.g. --role memory=openai:gpt-4o-mini",
+    )
+    run.add_argument(
+        "--embedder",
+        default=DEFAULT_EMBEDDER_SPEC,
+        help=f"embedding model of retrieving systems (default: {DEFAULT_EMBEDDER_SPEC})",
     )
     run.add_argument("--metric", action="append", help="metric to compute (repeatable; default: the task's defaults)")
     run.add_argument("--limit", type=int, help="a seeded subset of N questions, stratified by question type")
@@ -146,8 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.task or not args.system:
             raise SystemExit("run needs --task and --system (or --resume RUN_DIR)")
         roles = {"model": args.model, **_key_values(args.role, "--role")}
-        if args.judge:
-            roles["judge"] = args.judge
+        for role, spec in (("answer", args.answer_model), ("manager", args.manager_model), ("judge", args.judge)):
+            if spec:
+                roles[role] = spec
         config = RunConfig(
             task=args.task,
             system=args.system,
@@ -155,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             system_options=_key_values(args.system_arg, "-S/--system-arg"),
             data=_data_options(args),
             roles=roles,
+            embedder=args.embedder,
             metrics=args.metric,
             limit=args.limit,
             seed=args.seed,
@@ -178,7 +188,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ls(_: argparse.Namespace) -> int:
     console = make_console()
-    for title, registry in (("tasks", TASKS), ("systems", SYSTEMS), ("backends", BACKENDS), ("metrics", METRICS)):
+    for title, registry in (
+        ("tasks", TASKS),
+        ("systems", SYSTEMS),
+        ("backends", BACKENDS),
+        ("embedders", EMBEDDERS),
+        ("metrics", METRICS),
+    ):
         table = Table(title=title, title_justify="left", show_header=False, box=None)
         for entry in registry.entries():
             table.add_row(f"  {entry.name}", entry.description)

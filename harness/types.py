@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,6 +85,17 @@ class Sample(_Frozen):
     questions: tuple[Question, ...]
 
 
+class MemoryEvent(BaseModel):
+    """One operation that shaped a memory, kept so a bank's history can be inspected."""
+
+    op: Literal["ADD", "UPDATE", "DELETE"]
+    text: str
+    previous_text: str | None = None
+    session_id: str | None = None
+    timestamp: str | None = None
+    source_turn_ids: list[str] = Field(default_factory=list)
+
+
 class MemoryItem(BaseModel):
     """An entry of a memory bank, or a chunk a system retrieved to answer."""
 
@@ -91,7 +103,13 @@ class MemoryItem(BaseModel):
     text: str
     timestamp: str | None = None
     source_turn_ids: list[str] = Field(default_factory=list)
+    """The turns (or sessions) this item was derived from: what evidence recall is measured on."""
+    speaker: str | None = None
+    """Whose memory this is, for systems that keep one bank per speaker."""
     score: float | None = None
+    """Retrieval score, when the item was retrieved."""
+    history: list[MemoryEvent] = Field(default_factory=list)
+    """How the item came to be (memory banks fill this in their dump; retrieved items leave it empty)."""
 
 
 class Usage(BaseModel):

@@ -1,0 +1,31 @@
+"""The embedding interface: texts -> unit-length float32 vectors, so inner product is cosine similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+DEFAULT_EMBEDDER_SPEC = "sentence-transformers:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    provider: str
+    model: str
+    dim: int
+    base_url: str | None = None
+
+
+class Embedder(Protocol):
+    """A sentence-embedding model (local sentence-transformers, an `/v1/embeddings` server, a test double)."""
+
+    info: EmbedderInfo
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A `(len(texts), info.dim)` float32 array of L2-normalised rows."""
+        ...
