@@ -13,7 +13,8 @@ from harness.cli import main
 def test_ls_lists_every_kind_without_importing_heavy_packages():
     code = (
         "import sys; from harness.cli import main; main(['ls']);"
-        "heavy = [m for m in ('torch', 'faiss', 'numpy', 'llama_cpp', 'litellm', 'openai', 'transformers') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'faiss', 'numpy', 'llama_cpp', 'litellm', 'openai', 'transformers')"
+        " if m in sys.modules];"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
