@@ -90,6 +90,8 @@ class IngestRecord(BaseModel):
     sample_id: str
     usage: StageUsage
     memory_items: int
+    stats: dict[str, int] = Field(default_factory=dict)
+    """The system's `memory_stats()` after ingesting this history."""
     error: str | None = None
 
 
@@ -101,6 +103,16 @@ class UsageSummary(BaseModel):
     latency_s: float
     latency_p50_s: float | None
     latency_p95_s: float | None
+
+
+class MemorySummary(BaseModel):
+    """The memory systems built, over all histories of a run."""
+
+    histories: int
+    items_total: int
+    items_per_history: float
+    stats: dict[str, int] = Field(default_factory=dict)
+    """The systems' counters summed over histories (e.g. ADD/UPDATE/DELETE/NOOP, invalid outputs)."""
 
 
 class RunCounts(BaseModel):
@@ -122,6 +134,7 @@ class RunResult(BaseModel):
     counts: RunCounts | None = None
     aggregates: dict[str, MetricAggregate] = Field(default_factory=dict)
     usage: dict[str, UsageSummary] = Field(default_factory=dict)
+    memory: MemorySummary | None = None
     error: str | None = None
 
 

@@ -33,6 +33,7 @@ from harness.progress import RunProgress
 from harness.provenance import git_sha, package_versions
 from harness.results import (
     IngestRecord,
+    MemorySummary,
     QuestionRecord,
     RoleInfo,
     RunCounts,
@@ -148,7 +149,7 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
         }
     metric_names = config.metrics or [*task_data.default_metrics, *(["llm_judge"] if JUDGE_ROLE in models else [])]
     context = MetricContext(judge=models.get(JUDGE_ROLE), judge_style=task_data.judge_style)
-    metrics = [METRICS.get(name)(context) for name in metric_names]
+    metrics = [_build_metric(name, context) for name in metric_names]
     spec = _spec(config, task_data, models, metric_names)
     run_id = config.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.config_hash[:6]}"
     run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
@@ -164,6 +165,12 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     run_dir.write_result(result)
     embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
     return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)
+
+
+def _build_metric(name: str, context: MetricContext) -> Metric:
+    """`name` or `name@argument` (e.g. `evidence_recall@10`); the metric reports its full name."""
+    base, _, argument = name.partition("@")
+    return METRICS.get(base)(context.model_copy(update={"argument": argument or None}))
 
 
 def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str]) -> RunSpec:
@@ -249,7 +256,11 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
             progress.advance(failed=True)
         return
     memory = system.memory_dump()
-    state.run_dir.append_ingest(IngestRecord(sample_id=sample.sample_id, usage=ingest_usage, memory_items=len(memory)))
+    state.run_dir.append_ingest(
+        IngestRecord(
+            sample_id=sample.sample_id, usage=ingest_usage, memory_items=len(memory), stats=system.memory_stats()
+        )
+    )
     state.run_dir.write_memory(sample.sample_id, memory)
 
     async def answer_and_score(question: Question) -> None:
@@ -301,40 +312,44 @@ def _record(sample: Sample, question: Question, error: str | None = None) -> Que
     )
 
 
-def summarize(run_dir: RunDir, spec: RunSpec) -> tuple[RunCounts, dict, dict]:
-    """Counts, aggregates and usage of a run directory's records (what `run.json` and `show` report)."""
+def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
+    """Counts, aggregates, usage and memory summary of a run directory's records: the `run.json` fields
+    that `show`, `score` and resumed runs recompute from the files alone."""
     records = run_dir.read_questions()
     answered = [r for r in records if not r.failed]
-    aggregates = aggregate(answered, metric_names=spec.metrics, type_order=spec.question_types)
     usage: StageUsage = {}
-    latest_ingest = {r.sample_id: r for r in run_dir.read_ingests()}
-    for ingest in latest_ingest.values():
+    ingests = list({r.sample_id: r for r in run_dir.read_ingests()}.values())  # the latest per history
+    stats: dict[str, int] = {}
+    for ingest in ingests:
         merge_usage(usage, ingest.usage)
+        for key, value in ingest.stats.items():
+            stats[key] = stats.get(key, 0) + value
     for record in answered:
         merge_usage(usage, record.prediction.usage if record.prediction else {})
         if record.judge_usage:
             merge_usage(usage, {"judge": record.judge_usage})
-    counts = RunCounts(
-        samples=len({r.sample_id for r in records}),
-        questions=len(records),
-        answered=len(answered),
-        failed=len(records) - len(answered),
-    )
-    return counts, aggregates, {stage: summarize_usage(u) for stage, u in usage.items()}
+    items = sum(i.memory_items for i in ingests)
+    return {
+        "counts": RunCounts(
+            samples=len({r.sample_id for r in records}),
+            questions=len(records),
+            answered=len(answered),
+            failed=len(records) - len(answered),
+        ),
+        "aggregates": aggregate(answered, metric_names=spec.metrics, type_order=spec.question_types),
+        "usage": {stage: summarize_usage(u) for stage, u in usage.items()},
+        "memory": MemorySummary(
+            histories=len(ingests),
+            items_total=items,
+            items_per_history=round(items / len(ingests), 2) if ingests else 0.0,
+            stats=stats,
+        ),
+    }
 
 
 def _finish(state: _Run, status: str, error: str | None = None) -> RunResult:
-    counts, aggregates, usage = summarize(state.run_dir, state.result.spec)
-    result = state.result.model_copy(
-        update={
-            "status": status,
-            "finished_at": now_iso(),
-            "counts": counts,
-            "aggregates": aggregates,
-            "usage": usage,
-            "error": error,
-        }
-    )
+    summary = summarize(state.run_dir, state.result.spec)
+    result = state.result.model_copy(update={"status": status, "finished_at": now_iso(), "error": error, **summary})
     state.run_dir.write_result(result)
     state.result = result
     return result

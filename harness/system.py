@@ -50,6 +50,10 @@ class MemorySystem(Protocol):
         """The memory bank as it stands, for inspection."""
         ...
 
+    def memory_stats(self) -> dict[str, int]:
+        """Counters of how the memory was built (e.g. operations applied, invalid manager replies); may be empty."""
+        ...
+
 
 class SystemFactory(Protocol):
     """Registered under a system's name: builds one system for one history from the run's options."""

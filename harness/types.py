@@ -145,7 +145,9 @@ class Prediction(BaseModel):
 
     question_id: str
     answer: str
-    retrieved: list[MemoryItem] = Field(default_factory=list)
+    retrieved: list[MemoryItem] | None = None
+    """What the system retrieved to answer, best first, with the source turn ids of each item; None for
+    systems that do not retrieve (e.g. full-context), whose evidence recall is then not scored."""
     usage: StageUsage = Field(default_factory=dict)
     latency_s: float = 0.0
     metadata: dict[str, JSONScalar | list[str]] = Field(default_factory=dict)

@@ -112,3 +112,6 @@ class FullContextSystem:
             )
             for s in self.sessions
         ]
+
+    def memory_stats(self) -> dict[str, int]:
+        return {"sessions": len(self.sessions), "sessions_dropped": self.fitted_history().dropped_sessions}

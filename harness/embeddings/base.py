@@ -17,7 +17,8 @@ DEFAULT_EMBEDDER_SPEC = "sentence-transformers:all-MiniLM-L6-v2"
 class EmbedderInfo:
     provider: str
     model: str
-    dim: int
+    dim: int | None
+    """Vector size, when known before the first call (servers reveal it only then: read the array's shape)."""
     base_url: str | None = None
 
 
@@ -27,5 +28,5 @@ class Embedder(Protocol):
     info: EmbedderInfo
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """A `(len(texts), info.dim)` float32 array of L2-normalised rows."""
+        """A `(len(texts), dim)` float32 array of L2-normalised rows."""
         ...

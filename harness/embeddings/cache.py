@@ -60,5 +60,5 @@ class CachedEmbedder:
                 )
             found.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
         if not keys:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
+            return np.zeros((0, self.info.dim or 0), dtype=np.float32)
         return np.stack([found[k] for k in keys])

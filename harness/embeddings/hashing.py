@@ -19,15 +19,16 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 class HashingEmbedder:
     def __init__(self, model: str | None = None, base_url: str | None = None, dim: int = 256) -> None:
+        self.dim = dim
         self.info = EmbedderInfo(provider="hashing", model=model or f"bow-{dim}", dim=dim)
         self.calls = 0
 
     def _bucket(self, word: str) -> int:
-        return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little") % self.info.dim
+        return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little") % self.dim
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
-        vectors = np.zeros((len(texts), self.info.dim), dtype=np.float32)
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in _WORD.findall(text.lower()):
                 vectors[row, self._bucket(word)] += 1.0

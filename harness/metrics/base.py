@@ -18,6 +18,8 @@ class MetricContext(BaseModel):
 
     judge: Model | None = None
     judge_style: str = "mem0"
+    argument: str | None = None
+    """The part of a metric name after `@`, e.g. `10` in `evidence_recall@10`."""
 
 
 class Metric(Protocol):
