@@ -213,8 +213,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from harness.report import print_run
     from harness.results import RunDir
+    from harness.runner import summarize
 
-    print_run(RunDir(Path(args.run_dir)).read_result(), args.run_dir)
+    run_dir = RunDir(Path(args.run_dir))
+    result = run_dir.read_result()
+    # Recomputed from the records, so a run still going (or killed) shows what it has finished so far.
+    print_run(result.model_copy(update=summarize(run_dir, result.spec)), args.run_dir)
     return 0
 
 

@@ -81,6 +81,13 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
     unscored = {m: a.overall.n_unscored for m, a in result.aggregates.items() if a.overall.n_unscored}
     if unscored:
         notes.append("unscored (e.g. unparsable judge replies): " + ", ".join(f"{m} {n}" for m, n in unscored.items()))
+    if result.memory is not None and result.memory.histories:
+        m = result.memory
+        stats = ", ".join(f"{k} {v}" for k, v in m.stats.items())
+        notes.append(
+            f"memory: {m.items_total} items over {m.histories} histories ({m.items_per_history}/history)"
+            + (f"; {stats}" if stats else "")
+        )
     if not result.spec.data.checksum_verified:
         notes.append(f"data file {result.spec.data.path} used without checksum verification")
     for note in notes:
