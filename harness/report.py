@@ -78,6 +78,8 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
     if result.counts is not None:
         c = result.counts
         notes.append(f"{c.answered}/{c.questions} questions answered in {c.samples} histories; {c.failed} failed")
+        if result.planned_questions is not None and c.questions < result.planned_questions:
+            notes.append(f"incomplete: {c.questions} of {result.planned_questions} planned questions have a record")
     unscored = {m: a.overall.n_unscored for m, a in result.aggregates.items() if a.overall.n_unscored}
     if unscored:
         notes.append("unscored (e.g. unparsable judge replies): " + ", ".join(f"{m} {n}" for m, n in unscored.items()))

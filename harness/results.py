@@ -131,6 +131,8 @@ class RunResult(BaseModel):
     created_at: str
     finished_at: str | None = None
     spec: RunSpec
+    planned_questions: int | None = None
+    """Questions the run set out to answer; more than `counts.questions` while it is incomplete."""
     counts: RunCounts | None = None
     aggregates: dict[str, MetricAggregate] = Field(default_factory=dict)
     usage: dict[str, UsageSummary] = Field(default_factory=dict)

@@ -161,7 +161,8 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     else:
         if run_dir.run_file.exists():
             raise FileExistsError(f"{run_dir.path} already holds a run; use --resume to continue it")
-        result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec)
+        planned = sum(len(sample.questions) for sample in samples)
+        result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec, planned_questions=planned)
     run_dir.write_result(result)
     embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
     return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)

@@ -76,3 +76,16 @@ def test_bad_task_option_is_a_clear_error(capsys):
 def test_show_of_a_folder_without_a_run_says_so(tmp_path: Path, capsys):
     assert main(["show", str(tmp_path)]) == 2
     assert "no run.json" in capsys.readouterr().err
+
+
+def test_show_counts_what_a_killed_run_has_finished(tmp_path, capsys):
+    args = ["run", "--task", "toy", "--system", "full-context", "--model", "mock", "--output", str(tmp_path)]
+    assert main([*args, "--run-id", "r", "--no-cache"]) == 0
+    samples = tmp_path / "toy" / "full-context" / "r" / "samples.jsonl"
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:4]))  # as if killed after 4
+    capsys.readouterr()
+
+    assert main(["show", str(samples.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "4/4 questions answered" in out
+    assert "incomplete: 4 of 6 planned" in out
