@@ -32,6 +32,7 @@ from typing import Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from harness.paths import cache_root
 from harness.task import DataFileInfo, DataOptions
 
 logger = logging.getLogger(__name__)
@@ -118,12 +119,7 @@ def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, D
 
 def cache_path(remote: RemoteFile, options: DataOptions) -> Path:
     """Where a download of `remote` is kept: `<cache>/<subdir>/<revision>/<filename>`."""
-    if options.cache_dir:
-        root = Path(options.cache_dir).expanduser()
-    elif os.environ.get("HARNESS_CACHE_DIR"):
-        root = Path(os.environ["HARNESS_CACHE_DIR"]).expanduser() / "data"
-    else:
-        root = Path.home() / ".cache" / "memory-harness" / "data"
+    root = Path(options.cache_dir).expanduser() if options.cache_dir else cache_root() / "data"
     return root / (remote.subdir or "") / remote.revision / remote.filename
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from harness.embeddings.base import Embedder, EmbedderInfo
+from harness.paths import cache_root
 
 
 def default_embedding_cache_path() -> Path:
-    from harness.llm.cache import default_cache_path
-
-    return default_cache_path().with_name("embeddings.sqlite")
+    return cache_root() / "embeddings.sqlite"
 
 
 class CachedEmbedder:
