@@ -40,3 +40,37 @@ def test_toy_run_on_the_embedded_model_answers_every_question_and_caches_the_cal
     assert second["usage"]["answer"]["cache_hits"] == 6
     assert second["aggregates"] == first["aggregates"]
     assert "overall" in capsys.readouterr().out
+
+
+def test_judge_role_scores_with_the_benchmark_prompt_and_never_guesses(tmp_path):
+    args = [
+        "run",
+        "--task",
+        "toy",
+        "--system",
+        "full-context",
+        "--model",
+        "mock",
+        "--judge",
+        "llamacpp",
+        "--output",
+        str(tmp_path),
+        "--run-id",
+        "j",
+        "--cache-path",
+        str(tmp_path / "cache.sqlite"),
+    ]
+    assert main(args) == 0
+    run_dir = tmp_path / "toy" / "full-context" / "j"
+    result = json.loads((run_dir / "run.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+    assert result["spec"]["metrics"][-1] == "llm_judge"
+    assert result["usage"]["judge"]["calls"] == 6
+    for record in records:
+        details = record["score_details"]["llm_judge"]
+        assert details["judge_reply"]  # the rationale is kept
+        # a parsed verdict is 0 or 1; an unparsable reply is unscored, never counted right or wrong
+        assert record["scores"]["llm_judge"] in (0.0, 1.0) or details.get("unjudged") is True
+    judged = result["aggregates"]["llm_judge"]["overall"]
+    assert judged["n"] + judged["n_unscored"] == 6
