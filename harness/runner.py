@@ -247,8 +247,9 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
     try:
         for session in sample.conversation.sessions:
             merge_usage(ingest_usage, await system.ingest(session))
-    except LLMCallFailed as error:
-        message = f"ingest failed: {error}"
+    except Exception as error:  # an exhausted LLM call or a system bug: this history's questions are recorded failed
+        log.debug("ingest of %s failed", sample.sample_id, exc_info=True)
+        message = f"ingest failed: {type(error).__name__}: {error}"
         state.run_dir.append_ingest(
             IngestRecord(sample_id=sample.sample_id, usage=ingest_usage, memory_items=0, error=message)
         )

