@@ -26,6 +26,10 @@ TASKS.register("msc", "tasks.msc:TASK", "MSC-Self-Instruct (MemGPT deep memory r
 TASKS.register("toy", "tasks.toy:TASK", "a tiny built-in task for offline tests")
 
 SYSTEMS.register("full-context", "systems.full_context:FullContextSystem", "the whole history in the prompt")
+SYSTEMS.register("mem0-lib", "systems.mem0_lib:Mem0LibSystem", "the mem0ai library itself (extra [mem0])")
+SYSTEMS.register("rag", "systems.rag:RagSystem", "retrieval over the raw history: dense, BM25 or hybrid")
+SYSTEMS.register("mem0", "systems.mem0:Mem0System", "Mem0-style fact extraction + ADD/UPDATE/DELETE/NOOP memory")
+SYSTEMS.register("memr1", "systems.memr1.system:MemR1System", "Memory-R1: Memory Manager + distilling Answer Agent")
 
 BACKENDS.register(
     "llamacpp", "harness.llm.providers.llamacpp:LlamaCppBackend", "embedded CPU model (llama-cpp-python), default"
@@ -40,6 +44,11 @@ METRICS.register(
 METRICS.register("f1", "harness.metrics.token_f1:f1", "set-based token F1 of the Mem0 / Memory-R1 evaluations")
 METRICS.register("bleu1", "harness.metrics.bleu:bleu1", "sentence BLEU-1 (nltk, smoothing method1)")
 METRICS.register("exact_match", "harness.metrics.exact_match:exact_match", "normalized exact match (Memory-R1 reward)")
+METRICS.register(
+    "evidence_recall",
+    "harness.metrics.evidence_recall:evidence_recall",
+    "share of gold evidence turns/sessions among the sources of the retrieved items (@k: top k)",
+)
 METRICS.register("llm_judge", "harness.metrics.llm_judge:llm_judge", "LLM-as-judge with the benchmark's judge prompt")
 
 EMBEDDERS.register(

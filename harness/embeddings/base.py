@@ -20,6 +20,9 @@ class EmbedderInfo:
     dim: int | None
     """Vector size, when known before the first call (servers reveal it only then: read the array's shape)."""
     base_url: str | None = None
+    source: str | None = None
+    """Where the weights were loaded from (e.g. the packaged model's folder), for the record; not part of
+    the cache key, since an install path moves between machines while the model stays the same."""
 
 
 class Embedder(Protocol):

@@ -52,6 +52,7 @@ class CachedEmbedder:
         if missing:
             text_of = dict(zip(keys, texts, strict=True))
             vectors = await self.embedder.embed([text_of[k] for k in missing])
+            self.info = self.embedder.info  # servers reveal the vector size with their first answer
             with self._lock:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO vectors VALUES (?, ?)",

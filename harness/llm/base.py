@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 
 class Message(TypedDict):
@@ -22,6 +22,20 @@ class GenerateConfig:
     seed: int | None = None
     json_mode: bool = False
     """Ask for a JSON object where the backend supports it (OpenAI `response_format`)."""
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The OpenAI chat-completions parameters of this config (less the token limit, whose name differs
+        between servers), leaving out what is unset so servers use their defaults."""
+        options: dict[str, Any] = {"temperature": self.temperature}
+        if self.top_p is not None:
+            options["top_p"] = self.top_p
+        if self.stop:
+            options["stop"] = list(self.stop)
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if self.json_mode:
+            options["response_format"] = {"type": "json_object"}
+        return options
 
     @property
     def deterministic(self) -> bool:

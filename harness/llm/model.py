@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
 
-from harness.llm.base import Backend, Completion, GenerateConfig, LLMCallFailed, LLMError, Message, TransientLLMError
+from harness.llm.base import Backend, Completion, GenerateConfig, Message
 from harness.llm.cache import CallCache, request_document
+from harness.llm.retry import call_with_retries
 from harness.types import Usage
-
-log = logging.getLogger(__name__)
 
 
 class Model:
@@ -59,35 +56,20 @@ class Model:
         return completion
 
     async def _call_with_retries(self, messages: list[Message], config: GenerateConfig) -> Completion:
-        for attempt in range(self.max_retries + 1):
-            try:
-                async with self._semaphore:
-                    start = time.perf_counter()
-                    completion = await self.backend.generate(messages, config)
-                    latency = time.perf_counter() - start
-                return Completion(
-                    text=completion.text,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    latency_s=latency,
-                    finish_reason=completion.finish_reason,
-                )
-            except TransientLLMError as error:
-                if attempt == self.max_retries:
-                    raise LLMCallFailed(f"{self.spec}: gave up after {attempt + 1} attempts: {error}") from error
-                delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
-                log.warning(
-                    "%s: transient error (%s); retry %d/%d in %.1fs",
-                    self.spec,
-                    error,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            except LLMError as error:
-                raise LLMCallFailed(f"{self.spec}: {error}") from error
-        raise AssertionError("unreachable")
+        async def attempt() -> Completion:
+            async with self._semaphore:
+                start = time.perf_counter()
+                completion = await self.backend.generate(messages, config)
+                latency = time.perf_counter() - start
+            return Completion(
+                text=completion.text,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                latency_s=latency,
+                finish_reason=completion.finish_reason,
+            )
+
+        return await call_with_retries(attempt, where=self.spec, max_retries=self.max_retries, backoff_s=self.backoff_s)
 
     def count_tokens(self, text: str) -> int | None:
         return self.backend.count_tokens(text)

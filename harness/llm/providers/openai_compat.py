@@ -8,7 +8,6 @@ The SDK's own retries are switched off: `Model` retries, with its own bounded bu
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import openai
 
@@ -37,18 +36,16 @@ def classify_api_error(error: openai.APIError, where: str) -> LLMError:
     return LLMError(message)
 
 
-def request_options(config: GenerateConfig) -> dict[str, Any]:
-    """The chat-completions parameters for a config, leaving out what is unset so servers use their defaults."""
-    options: dict[str, Any] = {"temperature": config.temperature}
-    if config.top_p is not None:
-        options["top_p"] = config.top_p
-    if config.stop:
-        options["stop"] = list(config.stop)
-    if config.seed is not None:
-        options["seed"] = config.seed
-    if config.json_mode:
-        options["response_format"] = {"type": "json_object"}
-    return options
+def resolve_api_key(model: str, base_url: str | None, api_key: str | None) -> str:
+    """The key to send: `api_key` if given; for a server named in the spec (`base_url` set),
+    `HARNESS_SERVER_API_KEY` or a placeholder, never `OPENAI_API_KEY` (so a real OpenAI key does not reach a
+    third-party server by accident); for the OpenAI API, `OPENAI_API_KEY` or a clear error."""
+    if base_url is not None:
+        return api_key or os.environ.get(SERVER_KEY_ENV) or LOCAL_API_KEY
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise LLMError(f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1")
+    return key
 
 
 class OpenAIBackend:
@@ -73,7 +70,7 @@ class OpenAIBackend:
     ) -> None:
         if not model:
             raise LLMError("the openai backend needs a model name: openai:MODEL or openai:MODEL@http://host:port/v1")
-        key = self._api_key(model, base_url, api_key)
+        key = resolve_api_key(model, base_url, api_key)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
         # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
@@ -81,19 +78,8 @@ class OpenAIBackend:
         self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
         self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
 
-    @staticmethod
-    def _api_key(model: str, base_url: str | None, api_key: str | None) -> str:
-        if base_url is not None:
-            return api_key or os.environ.get(SERVER_KEY_ENV) or LOCAL_API_KEY
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise LLMError(
-                f"openai:{model}: set OPENAI_API_KEY, or give a server as openai:{model}@http://host:port/v1"
-            )
-        return key
-
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
-        options = request_options(config)
+        options = config.sampling_options()
         options[self._max_tokens_param] = config.max_tokens
         try:
             response = await self._client.chat.completions.create(
