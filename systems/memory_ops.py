@@ -1,0 +1,249 @@
+"""The fact-extraction and memory-update (Memory Manager) steps: prompts, parsers and the calls that join them.
+
+This is the one implementation shared by `mem0`, `memr1` and the trainers, so an RL rollout sees exactly the
+prompt the system sends and is judged by exactly the parser the system applies.
+
+Contracts (modelled on Mem0's two-phase pipeline and Memory-R1's Memory Manager; the wording is ours):
+- Extraction: one message pair, the session date and a target speaker in; `{"facts": ["...", ...]}` out,
+  facts about that speaker only, relative dates resolved against the session date.
+- Update: new fact(s) and the related memories, listed under small integer ids ("0", "1", ...) so the model
+  cannot name a real id it never saw; out comes `{"memory": [{"id", "text", "event", "old_memory"}]}` with
+  event ADD / UPDATE / DELETE / NONE (NOOP is accepted as NONE). The systems call it once per fact, each fact
+  with its own retrieval of related memories (see `systems.mem0`).
+- The system texts are constants (the speaker, facts and memories go in the user message) so that local
+  engines reuse the cached prompt prefix from call to call.
+- Anything malformed (invalid JSON, an unknown id, an unknown event, a missing text) is recorded as an
+  invalid reason and becomes a NOOP; it never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from harness.llm import GenerateConfig, Message, Model, usage_of
+from harness.types import MemoryItem, Turn, Usage
+from systems.memory_bank import Operation, OpEvent
+
+__all__ = [
+    "EXTRACTION_CONFIG",
+    "MANAGER_CONFIG",
+    "ExtractedFacts",
+    "ExtractionCall",
+    "ManagerCall",
+    "ManagerDecision",
+    "MemoryManager",
+    "Operation",
+    "build_extraction_messages",
+    "build_manager_messages",
+    "extract_facts",
+    "load_json_reply",
+    "parse_extraction_reply",
+    "parse_manager_reply",
+]
+
+EXTRACTION_CONFIG = GenerateConfig(max_tokens=256, temperature=0.0, json_mode=True)
+MANAGER_CONFIG = GenerateConfig(max_tokens=256, temperature=0.0, json_mode=True)
+
+EXTRACTION_INSTRUCTIONS = """\
+You keep notes about the people in a conversation. From a snippet of it, write down the facts worth \
+remembering about the person you are asked about: events in their life, plans, activities, preferences, \
+opinions, relationships, family, work, places, possessions, health and dates.
+Rules:
+- Only facts about that person, whether they said it or the other person did.
+- One short sentence per fact, naming the person (e.g. "Ann adopted a dog named Rex").
+- Replace relative times ("yesterday", "last week", "next month") with absolute dates, counted from the \
+session date.
+- Skip greetings, small talk and questions that carry no information.
+Reply with a JSON object only: {"facts": [...]}, a list of strings; {"facts": []} if there is nothing \
+worth remembering.
+Example. Session date: 8 May 2023. Conversation: "Ann: I adopted a dog named Rex yesterday! / Bo: Cute, I \
+love dogs." Facts about Ann: {"facts": ["Ann adopted a dog named Rex on 7 May 2023"]}"""
+
+MANAGER_INSTRUCTIONS = """\
+You manage a memory bank. You get new facts and the existing memories most related to them, each with an \
+id. For every new fact choose one operation:
+- ADD: the fact is new information. Add it as a new memory.
+- UPDATE: the fact is about the same thing as an existing memory and adds to it or changes it. Rewrite \
+that memory to hold both (one short sentence); give its id, the new text and the old text.
+- DELETE: the fact shows that an existing memory is no longer true. Give the id of that memory.
+- NONE: the fact is already in the memories, or not worth keeping. Change nothing.
+Use only ids from the list of existing memories. Reply with a JSON object only, in this form:
+{"memory": [{"id": "<id, or new for ADD>", "text": "<memory text>", "event": "ADD|UPDATE|DELETE|NONE", \
+"old_memory": "<old text, for UPDATE>"}]}
+Examples:
+- Existing memories [], new facts ["Ann adopted a cat"] -> {"memory": [{"id": "new", "text": "Ann adopted a \
+cat", "event": "ADD"}]}
+- Existing memories [{"id": "0", "text": "Ann likes tea"}], new facts ["Ann now prefers coffee to tea"] -> \
+{"memory": [{"id": "0", "text": "Ann prefers coffee to tea", "event": "UPDATE", "old_memory": "Ann likes tea"}]}
+- Existing memories [{"id": "0", "text": "Ann lives in Oslo"}], new facts ["Ann lives in Oslo"] -> \
+{"memory": [{"id": "0", "event": "NONE"}]}"""
+
+
+def build_extraction_messages(turns: Sequence[Turn], speaker: str, date: str | None) -> list[Message]:
+    """Messages asking for the facts about `speaker` in `turns` (one message pair) said on `date`."""
+    transcript = "\n".join(f"{t.speaker}: {t.text}" for t in turns)
+    when = f"Session date: {date}\n" if date else ""
+    return [
+        {"role": "system", "content": EXTRACTION_INSTRUCTIONS},
+        {"role": "user", "content": f"{when}Conversation:\n{transcript}\n\nFacts about {speaker} (JSON):"},
+    ]
+
+
+def build_manager_messages(facts: Sequence[str], related: Sequence[MemoryItem]) -> tuple[list[Message], dict[str, str]]:
+    """Messages for the update decision, and the map from the small ids shown ("0", "1", ...) to bank ids."""
+    id_map = {str(number): item.id for number, item in enumerate(related)}
+    listing = json.dumps([{"id": str(n), "text": item.text} for n, item in enumerate(related)], ensure_ascii=False)
+    user = (
+        f"Existing memories:\n{listing}\n\nNew facts:\n{json.dumps(list(facts), ensure_ascii=False)}\n\n"
+        "Reply with the JSON object."
+    )
+    return [{"role": "system", "content": MANAGER_INSTRUCTIONS}, {"role": "user", "content": user}], id_map
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def load_json_reply(text: str) -> object:
+    """The JSON value in a model reply: the whole reply, a ```json fenced block, or the outermost {...} / [...]
+    span of surrounding prose. Raises ValueError when none parses."""
+    candidates = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
+    for opener, closer in (("{", "}"), ("[", "]")):
+        start, end = text.find(opener), text.rfind(closer)
+        if 0 <= start < end:
+            candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    raise ValueError("no JSON value in the reply")
+
+
+class ExtractedFacts(BaseModel):
+    facts: list[str] = Field(default_factory=list)
+    invalid: str | None = None
+    """Why the reply was unusable (then `facts` is empty), else None."""
+
+
+def parse_extraction_reply(text: str) -> ExtractedFacts:
+    """`{"facts": [str, ...]}` (a bare list is accepted too); facts are stripped and de-duplicated."""
+    try:
+        data = load_json_reply(text)
+    except ValueError as error:
+        return ExtractedFacts(invalid=f"invalid JSON: {error}")
+    raw = data.get("facts") if isinstance(data, dict) else data
+    if not isinstance(raw, list):
+        return ExtractedFacts(invalid="no 'facts' list")
+    if not all(isinstance(fact, str) for fact in raw):
+        return ExtractedFacts(invalid="a fact is not a string")
+    return ExtractedFacts(facts=list(dict.fromkeys(f.strip() for f in raw if f.strip())))
+
+
+class ManagerDecision(BaseModel):
+    """A parsed manager reply: never empty (nothing to do is one NOOP), invalid parts turned into NOOPs."""
+
+    operations: list[Operation]
+    invalid: list[str] = Field(default_factory=list)
+    """One reason per malformed part of the reply; empty when the reply was well formed."""
+
+
+_EVENTS: dict[str, OpEvent] = {"ADD": "ADD", "UPDATE": "UPDATE", "DELETE": "DELETE", "NONE": "NOOP", "NOOP": "NOOP"}
+_NOOP = Operation(event="NOOP")
+
+
+def _text_of(entry: Mapping[str, object], key: str) -> str:
+    value = entry.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _parse_operation(entry: object, id_map: Mapping[str, str]) -> Operation | str:
+    """One entry of the `memory` list as an Operation with a bank id, or the reason it is invalid."""
+    if not isinstance(entry, dict):
+        return "an operation is not a JSON object"
+    event = _EVENTS.get(str(entry.get("event", "")).strip().upper())
+    if event is None:
+        return f"unknown event {entry.get('event')!r}"
+    text = _text_of(entry, "text")
+    if event == "NOOP":
+        return _NOOP
+    if event == "ADD":
+        return Operation(event="ADD", text=text) if text else "ADD without text"
+    shown_id = str(entry.get("id", "")).strip()
+    if shown_id not in id_map:
+        return f"{event} of unknown id {shown_id!r}"
+    if event == "UPDATE" and not text:
+        return "UPDATE without text"
+    old = _text_of(entry, "old_memory") or None
+    return Operation(event=event, id=id_map[shown_id], text=text, old_memory=old)
+
+
+def parse_manager_reply(text: str, id_map: Mapping[str, str]) -> ManagerDecision:
+    """Operations with bank ids from a manager reply; `id_map` maps the ids shown in the prompt to bank ids.
+
+    Accepts `{"memory": [...]}`, a bare list of operations, or one operation object; NONE and NOOP are the
+    same; ids may be strings or numbers; the id of an ADD is ignored (the bank assigns one).
+    """
+    try:
+        data = load_json_reply(text)
+    except ValueError as error:
+        return ManagerDecision(operations=[_NOOP], invalid=[f"invalid JSON: {error}"])
+    if isinstance(data, dict) and "event" in data:
+        entries: object = [data]
+    else:
+        entries = data.get("memory") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        return ManagerDecision(operations=[_NOOP], invalid=["no 'memory' list of operations"])
+    operations: list[Operation] = []
+    invalid: list[str] = []
+    for entry in entries:
+        parsed = _parse_operation(entry, id_map)
+        if isinstance(parsed, str):
+            invalid.append(parsed)
+            parsed = _NOOP
+        operations.append(parsed)
+    return ManagerDecision(operations=operations or [_NOOP], invalid=invalid)
+
+
+@dataclass(frozen=True)
+class ExtractionCall:
+    """One extraction with the raw reply and what it cost."""
+
+    extracted: ExtractedFacts
+    reply: str
+    usage: Usage
+
+
+async def extract_facts(model: Model, turns: Sequence[Turn], speaker: str, date: str | None) -> ExtractionCall:
+    """One extraction call (LLMCallFailed propagates: a failed call is not an empty extraction)."""
+    completion = await model.generate(build_extraction_messages(turns, speaker, date), EXTRACTION_CONFIG)
+    return ExtractionCall(parse_extraction_reply(completion.text), completion.text, usage_of(completion))
+
+
+@dataclass(frozen=True)
+class ManagerCall:
+    """One manager decision with what it was shown and what it cost."""
+
+    decision: ManagerDecision
+    reply: str
+    id_map: dict[str, str]
+    usage: Usage
+
+
+class MemoryManager:
+    """The update step: new fact(s) + related memories -> operations. Mem0 runs it with the `memory` role,
+    Memory-R1 with its own (trained) `manager` role; the contract is the same."""
+
+    def __init__(self, model: Model, config: GenerateConfig = MANAGER_CONFIG) -> None:
+        self.model = model
+        self.config = config
+
+    async def decide(self, facts: Sequence[str], related: Sequence[MemoryItem]) -> ManagerCall:
+        messages, id_map = build_manager_messages(facts, related)
+        completion = await self.model.generate(messages, self.config)
+        decision = parse_manager_reply(completion.text, id_map)
+        return ManagerCall(decision=decision, reply=completion.text, id_map=id_map, usage=usage_of(completion))
