@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
-from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, LOCAL_API_KEY, classify_api_error
+from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, classify_api_error, resolve_api_key
 
 # litellm fetches its model price map from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -28,8 +28,8 @@ class LiteLLMBackend:
     Args:
         model: litellm's `provider/model` name, e.g. `anthropic/claude-3-5-haiku-latest`.
         base_url: passed as litellm's `api_base` (an OpenAI-compatible server: `openai/NAME@http://.../v1`).
-        api_key: defaults to the provider's usual environment variable (read by litellm); a custom base URL
-            with no key at all gets a placeholder, as local servers need none.
+        api_key: defaults to the provider's usual environment variable (read by litellm); with a custom base
+            URL, `HARNESS_SERVER_API_KEY` or a placeholder (never the provider's key, e.g. `OPENAI_API_KEY`).
         timeout_s: per-request timeout in seconds.
     """
 
@@ -47,13 +47,9 @@ class LiteLLMBackend:
             )
         self.info = BackendInfo(provider="litellm", model=model, base_url=base_url)
         self._api_key = api_key
-        if (
-            api_key is None
-            and base_url is not None
-            and model.startswith("openai/")
-            and not os.environ.get("OPENAI_API_KEY")
-        ):
-            self._api_key = LOCAL_API_KEY
+        if base_url is not None:
+            # As for the openai backend: a provider's own key is never sent to a server named in the spec.
+            self._api_key = resolve_api_key(model, base_url, api_key)
         self._timeout_s = timeout_s
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
