@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -224,6 +224,23 @@ def load_json(path: Path) -> object:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
+
+
+def json_list_records(path: Path, what: str, id_field: str) -> Iterator[tuple[Record, dict[str, Any], str]]:
+    """The objects of a file holding a JSON list of `what`s, each with its `Record` (for errors that name the
+    file, the record and the field) and its id, checked to be a unique string."""
+    raw = load_json(path)
+    if not isinstance(raw, list):
+        raise DataFormatError(f"{path}: expected a JSON list of {what}s, got {type(raw).__name__}.")
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        rec = Record(path, f"{what} #{index}")
+        item = rec.expect(item, dict, f"({what})")
+        record_id = rec.get(item, id_field, str)
+        if record_id in seen:
+            raise rec.error(id_field, "a unique id", record_id)
+        seen.add(record_id)
+        yield Record(path, f"{what} #{index} ({record_id})"), item, record_id
 
 
 @dataclass(frozen=True)

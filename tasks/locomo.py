@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import DataFormatError, Record, RemoteFile, load_json, parse_options, resolve_data_file
+from harness.datasets import Record, RemoteFile, json_list_records, parse_options, resolve_data_file
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -108,21 +108,11 @@ class LoCoMoTask:
 
 
 def parse_locomo(path: Path, opts: LoCoMoOptions) -> list[Sample]:
-    raw = load_json(path)
-    if not isinstance(raw, list):
-        raise DataFormatError(f"{path}: expected a JSON list of conversations, got {type(raw).__name__}.")
-    samples: list[Sample] = []
-    seen: set[str] = set()
-    for index, item in enumerate(raw):
-        rec = Record(path, f"sample #{index}")
-        item = rec.expect(item, dict, "(sample)")
-        sample_id = rec.get(item, "sample_id", str)
-        if sample_id in seen:
-            raise rec.error("sample_id", "a unique id", sample_id)
-        seen.add(sample_id)
-        if _in_split(sample_id, opts.split):
-            samples.append(_sample(Record(path, f"sample {sample_id}"), sample_id, item, opts))
-    return samples
+    return [
+        _sample(rec, sample_id, item, opts)
+        for rec, item, sample_id in json_list_records(path, "sample", "sample_id")
+        if _in_split(sample_id, opts.split)
+    ]
 
 
 def _in_split(sample_id: str, split: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import DataFormatError, Record, RemoteFile, load_json, parse_options, resolve_data_file
+from harness.datasets import Record, RemoteFile, json_list_records, parse_options, resolve_data_file
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -93,20 +93,9 @@ class LongMemEvalTask:
 
 
 def parse_longmemeval(path: Path) -> list[Sample]:
-    raw = load_json(path)
-    if not isinstance(raw, list):
-        raise DataFormatError(f"{path}: expected a JSON list of questions, got {type(raw).__name__}.")
-    samples: list[Sample] = []
-    seen: set[str] = set()
-    for index, item in enumerate(raw):
-        rec = Record(path, f"question #{index}")
-        item = rec.expect(item, dict, "(question)")
-        question_id = rec.get(item, "question_id", str)
-        if question_id in seen:
-            raise rec.error("question_id", "a unique id", question_id)
-        seen.add(question_id)
-        samples.append(_sample(Record(path, f"question #{index} ({question_id})"), question_id, item))
-    return samples
+    return [
+        _sample(rec, question_id, item) for rec, item, question_id in json_list_records(path, "question", "question_id")
+    ]
 
 
 def _sample(rec: Record, question_id: str, item: dict[str, object]) -> Sample:

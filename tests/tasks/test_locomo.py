@@ -133,5 +133,5 @@ def test_format_error_names_sample_and_field(tmp_path: Path) -> None:
     ]
     path = tmp_path / "locomo10.json"
     path.write_text(json.dumps(broken))
-    with pytest.raises(DataFormatError, match=r"sample conv-x: field 'conversation\.session_1\[0\]\.text'"):
+    with pytest.raises(DataFormatError, match=r"sample #0 \(conv-x\): field 'conversation\.session_1\[0\]\.text'"):
         TASK.load(DataOptions(data_file=str(path)))
