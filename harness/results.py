@@ -74,6 +74,8 @@ class QuestionRecord(BaseModel):
     question_metadata: dict[str, JSONScalar] = Field(default_factory=dict)
     prediction: Prediction | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
+    repeats: dict[str, list[float | None]] = Field(default_factory=dict)
+    """Per metric scored several times (judge repeats): each repeat's value; `scores` holds their mean."""
     score_details: dict[str, dict[str, JSONScalar]] = Field(default_factory=dict)
     judge_usage: Usage | None = None
     error: str | None = None

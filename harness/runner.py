@@ -338,7 +338,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             answered=len(answered),
             failed=len(records) - len(answered),
         ),
-        "aggregates": aggregate(answered, metric_names=spec.metrics, type_order=spec.question_types),
+        "aggregates": aggregate(answered, metric_names=spec.metrics, type_order=spec.question_types, seed=spec.seed),
         "usage": {stage: summarize_usage(u) for stage, u in usage.items()},
         "memory": MemorySummary(
             histories=len(ingests),

@@ -29,7 +29,8 @@ def test_overall_is_question_weighted_over_scored_questions() -> None:
 
 def test_per_type_cells() -> None:
     by_type = aggregate(_records(), ["f1", "llm_judge"])["llm_judge"].by_type
-    assert by_type["single-hop"] == Cell(mean=0.5, n=2, n_unscored=1)
+    # Two scored values 0 and 1: every bootstrap mean lies in {0, 0.5, 1}, so the interval spans [0, 1].
+    assert by_type["single-hop"] == Cell(mean=0.5, n=2, n_unscored=1, ci_low=0.0, ci_high=1.0)
     assert by_type["temporal"] == Cell(mean=1.0, n=1, n_unscored=0)
     assert by_type["odd"] == Cell(mean=None, n=0, n_unscored=1)
 
@@ -49,4 +50,37 @@ def test_empty_and_unknown_metric() -> None:
 
 def test_serializes() -> None:
     dumped = aggregate(_records(), ["f1"])["f1"].model_dump()
-    assert dumped["by_type"]["temporal"] == {"mean": 0.5, "n": 1, "n_unscored": 0}
+    assert dumped["by_type"]["temporal"] == {
+        "mean": 0.5,
+        "n": 1,
+        "n_unscored": 0,
+        "ci_low": None,
+        "ci_high": None,
+        "repeats": 1,
+        "sd_repeats": None,
+    }
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
+    records = [QuestionScores(question_type="t", scores={"em": float(i % 3 == 0)}) for i in range(60)]
+    first = aggregate(records, ["em"], seed=7)["em"].overall
+    assert first == aggregate(records, ["em"], seed=7)["em"].overall
+    assert first.ci_low is not None and first.ci_high is not None
+    assert first.mean == pytest.approx(1 / 3)
+    assert first.ci_low < first.mean < first.ci_high
+    # Binomial standard error sqrt(p(1-p)/n) = 0.061; a 95% interval is about +-0.12 wide.
+    assert first.ci_high - first.ci_low == pytest.approx(2 * 1.96 * 0.0609, abs=0.03)
+    other = aggregate(records, ["em"], seed=8)["em"].overall
+    assert (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
+
+
+def test_repeats_give_the_sd_of_the_cell_mean_across_repeats() -> None:
+    records = [
+        QuestionScores(question_type="t", scores={"j": 2 / 3}, repeats={"j": [1.0, 1.0, 0.0]}),
+        QuestionScores(question_type="t", scores={"j": 0.5}, repeats={"j": [0.0, None, 1.0]}),
+    ]
+    overall = aggregate(records, ["j"])["j"].overall
+    # Repeat means: (1+0)/2 = 0.5, 1.0 (the None is unscored), (0+1)/2 = 0.5 -> sd 0.2887.
+    assert overall.repeats == 3
+    assert overall.sd_repeats == pytest.approx(0.288675, abs=1e-6)
+    assert overall.mean == pytest.approx((2 / 3 + 0.5) / 2)
