@@ -70,8 +70,9 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
     assert first.ci_low < first.mean < first.ci_high
     # Binomial standard error sqrt(p(1-p)/n) = 0.061; a 95% interval is about +-0.12 wide.
     assert first.ci_high - first.ci_low == pytest.approx(2 * 1.96 * 0.0609, abs=0.03)
-    other = aggregate(records, ["em"], seed=8)["em"].overall
-    assert (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
+    graded = [QuestionScores(question_type="t", scores={"f1": (i * 37 % 101) / 100}) for i in range(60)]
+    seeded = [aggregate(graded, ["f1"], seed=seed)["f1"].overall for seed in (7, 8)]
+    assert (seeded[0].ci_low, seeded[0].ci_high) != (seeded[1].ci_low, seeded[1].ci_high)
 
 
 def test_repeats_give_the_sd_of_the_cell_mean_across_repeats() -> None:
