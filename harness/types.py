@@ -122,6 +122,10 @@ class Usage(BaseModel):
     latency_s: float = 0.0
     latencies_s: list[float] = Field(default_factory=list)
     """Per-call latencies, so percentiles can be reported; cache hits count as 0 s."""
+    cost_usd: float = 0.0
+    """List price of the priced calls (see `harness.llm.pricing`)."""
+    unpriced_calls: int = 0
+    """Calls of models with no known price: when non-zero, `cost_usd` is a lower bound."""
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
@@ -130,6 +134,8 @@ class Usage(BaseModel):
         self.completion_tokens += other.completion_tokens
         self.latency_s += other.latency_s
         self.latencies_s.extend(other.latencies_s)
+        self.cost_usd += other.cost_usd
+        self.unpriced_calls += other.unpriced_calls
 
 
 StageUsage = dict[str, Usage]

@@ -51,6 +51,8 @@ class Completion:
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
+    cost_usd: float | None = None
+    """The call's list price in dollars (cached calls included); None when the model has no known price."""
 
 
 class LLMError(RuntimeError):

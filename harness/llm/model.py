@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 
 from harness.llm.base import Backend, Completion, GenerateConfig, Message
 from harness.llm.cache import CallCache, request_document
+from harness.llm.pricing import Price, price_of
 from harness.llm.retry import call_with_retries
 from harness.types import Usage
 
@@ -39,6 +42,11 @@ class Model:
     def info(self):
         return self.backend.info
 
+    @functools.cached_property
+    def price(self) -> Price | None:
+        info = self.backend.info
+        return price_of(info.provider, info.model, info.base_url)
+
     def _identity(self) -> dict[str, str | None]:
         info = self.backend.info
         return {"provider": info.provider, "model": info.model, "base_url": info.base_url}
@@ -46,14 +54,22 @@ class Model:
     async def generate(self, messages: list[Message], config: GenerateConfig | None = None) -> Completion:
         config = config or GenerateConfig()
         if self.cache is None or not config.deterministic:
-            return await self._call_with_retries(messages, config)
+            return self._priced(await self._call_with_retries(messages, config))
         request = request_document(self._identity(), messages, config)
         hit = self.cache.get(request)
         if hit is not None:
-            return hit
+            return self._priced(hit)
         completion = await self._call_with_retries(messages, config)
         self.cache.put(request, completion)
-        return completion
+        return self._priced(completion)
+
+    def _priced(self, completion: Completion) -> Completion:
+        """A cache hit is priced too: cost describes the method, as token counts do, not this run's bill."""
+        if self.price is None:
+            return completion
+        return dataclasses.replace(
+            completion, cost_usd=self.price.cost(completion.prompt_tokens, completion.completion_tokens)
+        )
 
     async def _call_with_retries(self, messages: list[Message], config: GenerateConfig) -> Completion:
         async def attempt() -> Completion:
@@ -88,4 +104,6 @@ def usage_of(completion: Completion) -> Usage:
         completion_tokens=completion.completion_tokens,
         latency_s=completion.latency_s,
         latencies_s=[completion.latency_s],
+        cost_usd=completion.cost_usd or 0.0,
+        unpriced_calls=0 if completion.cost_usd is not None else 1,
     )

@@ -100,7 +100,7 @@ async def test_cache_persists_across_instances(tmp_path: Path) -> None:
     backend = MockBackend(default="something else")
     completion = await Model(backend, spec="mock", cache=CallCache(path)).generate(QUESTION)
     assert completion == Completion(
-        text="Paris", prompt_tokens=4, completion_tokens=1, finish_reason="stop", cached=True
+        text="Paris", prompt_tokens=4, completion_tokens=1, finish_reason="stop", cached=True, cost_usd=0.0
     )
     assert backend.calls == []
 
