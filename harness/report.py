@@ -54,7 +54,8 @@ def score_table(result: RunResult) -> Table:
 
 def usage_table(result: RunResult) -> Table:
     table = Table()
-    for column in ("stage", "calls", "cached", "prompt tok", "completion tok", "latency s", "p50 s", "p95 s"):
+    columns = ("stage", "calls", "cached", "prompt tok", "completion tok", "latency s", "p50 s", "p95 s", "p99 s", "$")
+    for column in columns:
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage, u in result.usage.items():
         table.add_row(
@@ -64,10 +65,21 @@ def usage_table(result: RunResult) -> Table:
             str(u.prompt_tokens),
             str(u.completion_tokens),
             f"{u.latency_s:.1f}",
-            "-" if u.latency_p50_s is None else f"{u.latency_p50_s:.2f}",
-            "-" if u.latency_p95_s is None else f"{u.latency_p95_s:.2f}",
+            *(_seconds(p) for p in (u.latency_p50_s, u.latency_p95_s, u.latency_p99_s)),
+            dollars(u.cost_usd, u.unpriced_calls),
         )
     return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def dollars(cost: float, unpriced_calls: int) -> str:
+    """A cost that is exact, a lower bound (some calls unpriced: `>=`), or unknown (`?`)."""
+    if unpriced_calls and not cost:
+        return "?"
+    return (">=" if unpriced_calls else "") + f"{cost:.4f}"
 
 
 def print_run(result: RunResult, run_dir: str, console: Console | None = None) -> None:
@@ -87,8 +99,16 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
         m = result.memory
         stats = ", ".join(f"{k} {v}" for k, v in m.stats.items())
         notes.append(
-            f"memory: {m.items_total} items over {m.histories} histories ({m.items_per_history}/history)"
+            f"memory: {m.items_total} items, {m.words_total:,} words over {m.histories} histories"
+            f" ({m.items_per_history} items, {m.words_per_history:,.0f} words per history)"
             + (f"; {stats}" if stats else "")
+        )
+    if result.efficiency is not None:
+        e = result.efficiency
+        per_correct = ", ".join(f"{m} {v:,.0f}" for m, v in e.tokens_per_correct.items() if v is not None)
+        notes.append(
+            f"system cost: {e.system_tokens:,} tokens, ${dollars(e.system_cost_usd, e.unpriced_calls)}"
+            + (f"; tokens per correct answer: {per_correct}" if per_correct else "")
         )
     if not result.spec.data.checksum_verified:
         notes.append(f"data file {result.spec.data.path} used without checksum verification")

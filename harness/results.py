@@ -35,6 +35,8 @@ class RoleInfo(BaseModel):
     model: str
     base_url: str | None = None
     context_window: int | None = None
+    price: str | None = None
+    """Where its dollar price comes from (`harness.llm.pricing`); None when unknown."""
 
 
 class RunSpec(BaseModel):
@@ -44,6 +46,7 @@ class RunSpec(BaseModel):
     task_version: str
     task_options: dict[str, JSONScalar]
     label_convention: str | None = None
+    label_description: str | None = None
     data: DataFileInfo
     data_options: DataOptions
     system: str
@@ -51,6 +54,8 @@ class RunSpec(BaseModel):
     roles: dict[str, RoleInfo]
     embedder: str | None = None
     """Embedding model spec (used only by systems that retrieve)."""
+    prompts: dict[str, str] = Field(default_factory=dict)
+    """Fingerprints (sha256 prefixes) of the system's prompts, by name (`harness.system.prompt_fingerprints`)."""
     metrics: list[str]
     question_types: list[str]
     limit: int | None = None
@@ -92,6 +97,8 @@ class IngestRecord(BaseModel):
     sample_id: str
     usage: StageUsage
     memory_items: int
+    memory_words: int = 0
+    """Whitespace-separated words over the texts the memory holds: its footprint in any model's prompt."""
     stats: dict[str, int] = Field(default_factory=dict)
     """The system's `memory_stats()` after ingesting this history."""
     error: str | None = None
@@ -105,6 +112,10 @@ class UsageSummary(BaseModel):
     latency_s: float
     latency_p50_s: float | None
     latency_p95_s: float | None
+    latency_p99_s: float | None = None
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    """Calls with no known price: when non-zero, `cost_usd` is a lower bound."""
 
 
 class MemorySummary(BaseModel):
@@ -113,8 +124,23 @@ class MemorySummary(BaseModel):
     histories: int
     items_total: int
     items_per_history: float
+    words_total: int = 0
+    words_per_history: float = 0.0
     stats: dict[str, int] = Field(default_factory=dict)
     """The systems' counters summed over histories (e.g. ADD/UPDATE/DELETE/NOOP, invalid outputs)."""
+
+
+class Efficiency(BaseModel):
+    """What a run's answers cost the system under test (the judge's calls are left out)."""
+
+    system_tokens: int
+    """Prompt + completion tokens of every stage but `judge`."""
+    system_cost_usd: float
+    unpriced_calls: int
+    """System calls of models with no known price: when non-zero, `system_cost_usd` is a lower bound."""
+    tokens_per_correct: dict[str, float | None] = Field(default_factory=dict)
+    """Per metric: system tokens / the sum of its scores over answered questions (correct answers for 0/1
+    metrics); None when nothing scored above 0."""
 
 
 class RunCounts(BaseModel):
@@ -139,6 +165,7 @@ class RunResult(BaseModel):
     aggregates: dict[str, MetricAggregate] = Field(default_factory=dict)
     usage: dict[str, UsageSummary] = Field(default_factory=dict)
     memory: MemorySummary | None = None
+    efficiency: Efficiency | None = None
     error: str | None = None
 
 
@@ -160,6 +187,9 @@ def summarize_usage(usage: Usage) -> UsageSummary:
         latency_s=round(usage.latency_s, 3),
         latency_p50_s=pct(0.5),
         latency_p95_s=pct(0.95),
+        latency_p99_s=pct(0.99),
+        cost_usd=round(usage.cost_usd, 6),
+        unpriced_calls=usage.unpriced_calls,
     )
 
 

@@ -32,6 +32,7 @@ from harness.plugins import METRICS, SYSTEMS, TASKS
 from harness.progress import RunProgress
 from harness.provenance import git_sha, package_versions
 from harness.results import (
+    Efficiency,
     IngestRecord,
     MemorySummary,
     QuestionRecord,
@@ -44,7 +45,7 @@ from harness.results import (
     summarize_usage,
 )
 from harness.selection import stratified_subset
-from harness.system import MemorySystem, SystemContext
+from harness.system import MemorySystem, SystemContext, prompt_fingerprints
 from harness.task import DataOptions, TaskData
 from harness.types import Question, Sample, StageUsage, Usage, merge_usage
 
@@ -182,9 +183,11 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
             model=model.info.model,
             base_url=model.info.base_url,
             context_window=model.info.context_window,
+            price=model.price.source if model.price else None,
         )
         for role, model in models.items()
     }
+    prompts = prompt_fingerprints(SYSTEMS.get(config.system))
     decisive = {
         "task": config.task,
         "task_options": task.options,
@@ -193,6 +196,7 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         "system_options": config.system_options,
         "roles": {role: info.spec for role, info in roles.items()},
         "embedder": config.embedder,
+        "prompts": prompts,
         "metrics": metric_names,
         "limit": config.limit,
         "seed": config.seed,
@@ -202,12 +206,14 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         task_version=task.version,
         task_options=task.options,
         label_convention=task.label_convention,
+        label_description=task.label_description,
         data=task.data,
         data_options=config.data,
         system=config.system,
         system_options=config.system_options,
         roles=roles,
         embedder=config.embedder,
+        prompts=prompts,
         metrics=metric_names,
         question_types=task.question_types,
         limit=config.limit,
@@ -260,7 +266,11 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
     memory = system.memory_dump()
     state.run_dir.append_ingest(
         IngestRecord(
-            sample_id=sample.sample_id, usage=ingest_usage, memory_items=len(memory), stats=system.memory_stats()
+            sample_id=sample.sample_id,
+            usage=ingest_usage,
+            memory_items=len(memory),
+            memory_words=sum(len(item.text.split()) for item in memory),
+            stats=system.memory_stats(),
         )
     )
     state.run_dir.write_memory(sample.sample_id, memory)
@@ -331,6 +341,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
         if record.judge_usage:
             merge_usage(usage, {"judge": record.judge_usage})
     items = sum(i.memory_items for i in ingests)
+    words = sum(i.memory_words for i in ingests)
     return {
         "counts": RunCounts(
             samples=len({r.sample_id for r in records}),
@@ -344,9 +355,27 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             histories=len(ingests),
             items_total=items,
             items_per_history=round(items / len(ingests), 2) if ingests else 0.0,
+            words_total=words,
+            words_per_history=round(words / len(ingests), 2) if ingests else 0.0,
             stats=stats,
         ),
+        "efficiency": _efficiency(usage, answered, spec.metrics),
     }
+
+
+def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: Sequence[str]) -> Efficiency:
+    system = [u for stage, u in usage.items() if stage != JUDGE_ROLE]
+    tokens = sum(u.prompt_tokens + u.completion_tokens for u in system)
+    per_correct: dict[str, float | None] = {}
+    for metric in metrics:
+        correct = sum(r.scores.get(metric) or 0.0 for r in answered)
+        per_correct[metric] = round(tokens / correct, 1) if correct > 0 else None
+    return Efficiency(
+        system_tokens=tokens,
+        system_cost_usd=round(sum(u.cost_usd for u in system), 6),
+        unpriced_calls=sum(u.unpriced_calls for u in system),
+        tokens_per_correct=per_correct,
+    )
 
 
 def _finish(state: _Run, status: str, error: str | None = None) -> RunResult:

@@ -186,3 +186,26 @@ async def test_a_history_whose_ingest_fails_records_its_questions_failed_and_the
 
 def records_of(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+
+async def test_efficiency_counts_system_tokens_per_correct_answer_and_memory_words(tmp_path):
+    questions = toy_questions()
+    wrong_type = questions[0].question_type
+    result = await run(config(tmp_path), models={"model": mock_model(oracle(wrong_types={wrong_type}))})
+    lines = records(tmp_path)
+    tokens = sum(
+        stage["prompt_tokens"] + stage["completion_tokens"]
+        for r in lines
+        for stage in r["prediction"]["usage"].values()
+    )
+    correct = sum(r["scores"]["exact_match"] for r in lines)
+    assert result.efficiency is not None
+    assert result.efficiency.system_tokens == tokens > 0
+    assert result.efficiency.tokens_per_correct["exact_match"] == pytest.approx(tokens / correct, abs=0.05)
+    assert (result.efficiency.system_cost_usd, result.efficiency.unpriced_calls) == (0.0, 0)  # mock: local, free
+    # full-context keeps the whole history: its footprint is every turn's words.
+    memory_dir = tmp_path / "toy" / "full-context" / "r1" / "memory"
+    words = sum(
+        len(json.loads(line)["text"].split()) for f in memory_dir.glob("*.jsonl") for line in f.read_text().splitlines()
+    )
+    assert result.memory is not None and result.memory.words_total == words > 0

@@ -8,14 +8,11 @@ scored several times per question (`--judge-repeats`), the standard deviation of
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-import statistics
-
 from pydantic import BaseModel, Field
-
-from harness.stats import bootstrap_mean_ci
 
 
 class ScoredRecord(Protocol):
@@ -65,6 +62,8 @@ class MetricAggregate(BaseModel):
 
 def cell(values: Iterable[float | None], *, seed: int = 0, repeats: Sequence[Sequence[float | None]] = ()) -> Cell:
     """One cell from per-question scores and, optionally, the per-question scores of each repeat."""
+    from harness.stats import bootstrap_mean_ci  # numpy: kept out of `python -m harness ls`
+
     scored: list[float] = []
     unscored = 0
     for value in values:
