@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,16 @@ class MemorySystem(Protocol):
 
 
 class SystemFactory(Protocol):
-    """Registered under a system's name: builds one system for one history from the run's options."""
+    """Registered under a system's name: builds one system for one history from the run's options.
+
+    A factory may also carry `prompts: dict[str, str]` (name -> instruction text): the run spec records a
+    fingerprint of each, so `compare` can warn when two runs of a system asked their LLMs differently.
+    """
 
     def __call__(self, context: SystemContext, **options: str) -> MemorySystem: ...
+
+
+def prompt_fingerprints(factory: object) -> dict[str, str]:
+    """sha256 prefixes of the prompts a system factory declares (none declared: empty)."""
+    prompts: dict[str, str] = getattr(factory, "prompts", {})
+    return {name: hashlib.sha256(text.encode()).hexdigest()[:12] for name, text in prompts.items()}

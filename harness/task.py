@@ -35,6 +35,8 @@ class TaskData(BaseModel):
     """Display order of the per-type table."""
     label_convention: str | None = None
     """Which naming of question types the table uses, e.g. `locomo` or `mem0` for LoCoMo."""
+    label_description: str | None = None
+    """That naming in words, for the notes under a report's tables."""
     judge_style: JudgeStyle = "mem0"
     """Which judge prompts `llm_judge` uses for this task's questions."""
     default_metrics: list[str] = Field(default_factory=lambda: ["f1", "bleu1", "exact_match"])

@@ -8,13 +8,14 @@ uses the backend's tokenizer when it has one, else an estimate of 4 characters p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.llm import GenerateConfig, usage_of
 from harness.system import SystemContext
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage
-from systems.prompts import answer_messages, clean_short_answer
+from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
 
 PROMPT_RESERVE_TOKENS = 256
 """Room kept for the instructions and the question beside the history."""
@@ -46,6 +47,8 @@ class FullContextOptions(BaseModel):
 
 class FullContextSystem:
     """Answers each question with every ingested session (or the most recent ones that fit) in the prompt."""
+
+    prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
         self.options = FullContextOptions.model_validate(options)

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,8 +33,8 @@ from harness.llm import GenerateConfig, usage_of
 from harness.system import SystemContext
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage, Turn, Usage
 from systems.memory_bank import MemoryBank, MissingMemory, Provenance
-from systems.memory_ops import MemoryManager, extract_facts
-from systems.prompts import answer_messages, clean_short_answer
+from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS, MemoryManager, extract_facts
+from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ class Mem0System:
     """Mem0's extract-then-update memory over one history (see the module docstring)."""
 
     options_model: type[Mem0Options] = Mem0Options
+    prompts: ClassVar[dict[str, str]] = {
+        "extraction": EXTRACTION_INSTRUCTIONS,
+        "manager": MANAGER_INSTRUCTIONS,
+        "answer": ANSWER_INSTRUCTIONS,
+    }
     manager_role = "memory"
     """The role of the update step (Memory-R1 overrides it with its own `manager`)."""
 

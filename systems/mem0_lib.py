@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,7 +42,7 @@ from harness.llm.providers.openai_compat import LOCAL_API_KEY, SERVER_KEY_ENV
 from harness.paths import cache_root
 from harness.system import SystemContext
 from harness.types import MemoryEvent, MemoryItem, Prediction, Query, Session, StageUsage, Turn, Usage
-from systems.prompts import answer_messages, clean_short_answer
+from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,8 @@ class _Store:
 
 class Mem0LibSystem:
     """One mem0 `Memory` per history, scoped by speaker (`user_id`)."""
+
+    prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
         self.options = Mem0LibOptions.model_validate(options)

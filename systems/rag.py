@@ -10,7 +10,7 @@ prediction lists them best first, with their scores and source turn ids, for evi
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,7 +18,7 @@ from harness.embeddings.base import Embedder
 from harness.llm import GenerateConfig, usage_of
 from harness.system import SystemContext
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage, Usage
-from systems.prompts import answer_messages, clean_short_answer
+from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
 from systems.retrieval.bm25 import BM25Index
 from systems.retrieval.chunking import chunk_by_tokens, chunk_by_turn
 from systems.retrieval.fusion import RRF_K, reciprocal_rank_fusion
@@ -64,6 +64,8 @@ def render_context(items: list[MemoryItem]) -> str:
 
 class RagSystem:
     """Answers each question from the `top_k` chunks of the history that best match it."""
+
+    prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
         self.options = RagOptions.model_validate(options)

@@ -56,6 +56,17 @@ LABELS: dict[str, dict[int, str]] = {
     "locomo": {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"},
     "mem0": {1: "single-hop", 2: "temporal", 3: "multi-hop", 4: "open-domain", 5: "adversarial"},
 }
+LABEL_DESCRIPTIONS = {
+    "locomo": (
+        "question types: LoCoMo's own labels (the dataset's naming: 1 multi-hop, 2 temporal, 3 open-domain, "
+        "4 single-hop, 5 adversarial)"
+    ),
+    "mem0": (
+        "question types: the Mem0/Memory-R1 view of LoCoMo (1 single-hop, 2 temporal, 3 multi-hop, 4 open-domain, "
+        "5 adversarial): categories 1, 3 and 4 carry labels swapped against the dataset's own, to line up with "
+        "those papers' tables"
+    ),
+}
 DISPLAY_ORDER: dict[str, list[str]] = {
     # The paper's column order (task_eval/evaluation_stats.py prints categories 4, 1, 2, 3, 5).
     "locomo": ["single-hop", "multi-hop", "temporal", "open-domain", "adversarial"],
@@ -101,6 +112,7 @@ class LoCoMoTask:
             samples=samples,
             question_types=types,
             label_convention=opts.labels,
+            label_description=LABEL_DESCRIPTIONS[opts.labels],
             judge_style="mem0",
             default_metrics=["f1_locomo", "f1", "bleu1", "exact_match"],
             data=info,

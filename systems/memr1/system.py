@@ -11,11 +11,18 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from harness.llm import usage_of
 from harness.types import Prediction, Query
 from systems.mem0 import Mem0Options, Mem0System, best_first
-from systems.memr1.answer_agent import ANSWER_AGENT_CONFIG, build_answer_agent_messages, parse_answer_agent_reply
+from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
+from systems.memr1.answer_agent import (
+    ANSWER_AGENT_CONFIG,
+    ANSWER_AGENT_INSTRUCTIONS,
+    build_answer_agent_messages,
+    parse_answer_agent_reply,
+)
 from systems.memr1.manager import MANAGER_ROLE
 
 
@@ -27,6 +34,11 @@ class MemR1Options(Mem0Options):
 
 class MemR1System(Mem0System):
     options_model = MemR1Options
+    prompts: ClassVar[dict[str, str]] = {
+        "extraction": EXTRACTION_INSTRUCTIONS,
+        "manager": MANAGER_INSTRUCTIONS,
+        "answer": ANSWER_AGENT_INSTRUCTIONS,
+    }
     manager_role = MANAGER_ROLE
 
     async def answer(self, query: Query) -> Prediction:
