@@ -50,6 +50,11 @@ METRICS.register(
     "share of gold evidence turns/sessions among the sources of the retrieved items (@k: top k)",
 )
 METRICS.register("llm_judge", "harness.metrics.llm_judge:llm_judge", "LLM-as-judge with the benchmark's judge prompt")
+METRICS.register(
+    "llm_judge_strict",
+    "harness.metrics.llm_judge:llm_judge_strict",
+    "LLM-as-judge with our strict prompt: the same fact, not the same topic",
+)
 
 EMBEDDERS.register(
     "sentence-transformers",

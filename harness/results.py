@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
-from harness.types import JSONScalar, MemoryItem, Prediction, StageUsage, Usage
+from harness.types import JSONScalar, MemoryItem, Prediction, ScoreDetail, StageUsage, Usage
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -57,6 +57,10 @@ class RunSpec(BaseModel):
     prompts: dict[str, str] = Field(default_factory=dict)
     """Fingerprints (sha256 prefixes) of the system's prompts, by name (`harness.system.prompt_fingerprints`)."""
     metrics: list[str]
+    judge_style: str = "mem0"
+    """Which benchmark's judge prompts `llm_judge` used (the task's)."""
+    judge_repeats: int = 1
+    judge_temperature: float | None = None
     question_types: list[str]
     limit: int | None = None
     seed: int = 0
@@ -81,7 +85,7 @@ class QuestionRecord(BaseModel):
     scores: dict[str, float | None] = Field(default_factory=dict)
     repeats: dict[str, list[float | None]] = Field(default_factory=dict)
     """Per metric scored several times (judge repeats): each repeat's value; `scores` holds their mean."""
-    score_details: dict[str, dict[str, JSONScalar]] = Field(default_factory=dict)
+    score_details: dict[str, dict[str, ScoreDetail]] = Field(default_factory=dict)
     judge_usage: Usage | None = None
     error: str | None = None
     """Set when the system failed on this question (after retries); such a record is retried on resume."""
@@ -130,6 +134,18 @@ class MemorySummary(BaseModel):
     """The systems' counters summed over histories (e.g. ADD/UPDATE/DELETE/NOOP, invalid outputs)."""
 
 
+class JudgeAgreement(BaseModel):
+    """How two judge metrics agree on the questions both scored (verdicts: score >= 0.5 is correct)."""
+
+    a: str
+    b: str
+    n: int
+    raw: float
+    """Fraction of questions with the same verdict."""
+    kappa: float | None
+    """Cohen's kappa; None when undefined (both judges gave one and the same verdict throughout)."""
+
+
 class Efficiency(BaseModel):
     """What a run's answers cost the system under test (the judge's calls are left out)."""
 
@@ -166,6 +182,8 @@ class RunResult(BaseModel):
     usage: dict[str, UsageSummary] = Field(default_factory=dict)
     memory: MemorySummary | None = None
     efficiency: Efficiency | None = None
+    judge_agreement: list[JudgeAgreement] = Field(default_factory=list)
+    """Per pair of judge metrics (several judges, or ours vs a published run's own grades)."""
     error: str | None = None
 
 

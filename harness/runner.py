@@ -22,13 +22,13 @@ from pydantic import BaseModel, Field
 from harness import __version__
 from harness.embeddings.base import Embedder
 from harness.embeddings.build import DEFAULT_EMBEDDER_SPEC, build_embedder
-from harness.llm import LLMCallFailed, Model
+from harness.llm import Model
 from harness.llm.build import build_model
 from harness.llm.cache import CallCache, default_cache_path
 from harness.llm.spec import DEFAULT_MODEL_SPEC
 from harness.metrics.aggregate import aggregate
 from harness.metrics.base import Metric, MetricContext
-from harness.plugins import METRICS, SYSTEMS, TASKS
+from harness.plugins import SYSTEMS, TASKS
 from harness.progress import RunProgress
 from harness.provenance import git_sha, package_versions
 from harness.results import (
@@ -44,14 +44,21 @@ from harness.results import (
     now_iso,
     summarize_usage,
 )
+from harness.scoring import (
+    JUDGE_ROLE,
+    PUBLISHED_JUDGE,
+    build_metric,
+    default_metric_names,
+    is_judge_role,
+    judge_agreement,
+    score_record,
+)
 from harness.selection import stratified_subset
 from harness.system import MemorySystem, SystemContext, prompt_fingerprints
 from harness.task import DataOptions, TaskData
-from harness.types import Question, Sample, StageUsage, Usage, merge_usage
+from harness.types import Question, Sample, StageUsage, merge_usage
 
 log = logging.getLogger(__name__)
-
-JUDGE_ROLE = "judge"
 
 
 class RunConfig(BaseModel):
@@ -63,11 +70,15 @@ class RunConfig(BaseModel):
     system_options: dict[str, str] = Field(default_factory=dict)
     data: DataOptions = Field(default_factory=DataOptions)
     roles: dict[str, str] = Field(default_factory=lambda: {"model": DEFAULT_MODEL_SPEC})
-    """Role -> backend spec. `model` is the system's own LLM; `judge` (optional) scores with `llm_judge`."""
+    """Role -> backend spec. `model` is the system's own LLM; `judge`, `judge_2`, ... (optional) grade answers."""
     embedder: str = DEFAULT_EMBEDDER_SPEC
     """Embedding model for systems that retrieve; built only if a system asks for it."""
     metrics: list[str] | None = None
-    """None: the task's default metrics, plus `llm_judge` when a judge is given."""
+    """None: the task's default metrics, plus `llm_judge` graded by each judge role."""
+    judge_repeats: int = 1
+    """Times each judge grades each answer (seeds 0..N-1): the spread across repeats is reported per cell."""
+    judge_temperature: float | None = None
+    """Overrides the judge prompts' own temperature (0)."""
     limit: int | None = None
     seed: int = 0
     output_dir: Path = Path("results")
@@ -148,9 +159,14 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
             role: build_model(spec, cache=cache, max_retries=config.max_retries, max_concurrency=config.max_concurrency)
             for role, spec in config.roles.items()
         }
-    metric_names = config.metrics or [*task_data.default_metrics, *(["llm_judge"] if JUDGE_ROLE in models else [])]
-    context = MetricContext(judge=models.get(JUDGE_ROLE), judge_style=task_data.judge_style)
-    metrics = [_build_metric(name, context) for name in metric_names]
+    metric_names = config.metrics or default_metric_names(task_data.default_metrics, models)
+    context = MetricContext(
+        judges={role: model for role, model in models.items() if is_judge_role(role)},
+        judge_style=task_data.judge_style,
+        judge_repeats=config.judge_repeats,
+        judge_temperature=config.judge_temperature,
+    )
+    metrics = [build_metric(name, context) for name in metric_names]
     spec = _spec(config, task_data, models, metric_names)
     run_id = config.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.config_hash[:6]}"
     run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
@@ -167,12 +183,6 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     run_dir.write_result(result)
     embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
     return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)
-
-
-def _build_metric(name: str, context: MetricContext) -> Metric:
-    """`name` or `name@argument` (e.g. `evidence_recall@10`); the metric reports its full name."""
-    base, _, argument = name.partition("@")
-    return METRICS.get(base)(context.model_copy(update={"argument": argument or None}))
 
 
 def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str]) -> RunSpec:
@@ -198,6 +208,8 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         "embedder": config.embedder,
         "prompts": prompts,
         "metrics": metric_names,
+        "judge_repeats": config.judge_repeats,
+        "judge_temperature": config.judge_temperature,
         "limit": config.limit,
         "seed": config.seed,
     }
@@ -215,6 +227,9 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         embedder=config.embedder,
         prompts=prompts,
         metrics=metric_names,
+        judge_style=task.judge_style,
+        judge_repeats=config.judge_repeats,
+        judge_temperature=config.judge_temperature,
         question_types=task.question_types,
         limit=config.limit,
         seed=config.seed,
@@ -245,7 +260,7 @@ async def _execute(state: _Run, resume: bool) -> None:
 
 
 async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
-    system_roles = {role: m for role, m in state.models.items() if role != JUDGE_ROLE}
+    system_roles = {role: m for role, m in state.models.items() if not is_judge_role(role)}
     context = SystemContext(roles=system_roles, speakers=sample.conversation.speakers, embedder_factory=state.embedder)
     system: MemorySystem = SYSTEMS.get(state.config.system)(context, **state.config.system_options)
     progress.start_sample(sample.sample_id, len(questions))
@@ -294,20 +309,7 @@ async def _answer_and_score(state: _Run, system: MemorySystem, sample: Sample, q
     prediction.latency_s = time.perf_counter() - started
     record = _record(sample, question)
     record.prediction = prediction
-    judge_usage = Usage()
-    for metric in state.metrics:
-        try:
-            score = await metric.score(question, prediction)
-        except LLMCallFailed as error:
-            record.scores[metric.name] = None
-            record.score_details[metric.name] = {"error": str(error)}
-            continue
-        record.scores[metric.name] = score.value
-        if score.details:
-            record.score_details[metric.name] = dict(score.details)
-        if score.usage is not None:
-            judge_usage.add(score.usage)
-    record.judge_usage = judge_usage if judge_usage.calls else None
+    await score_record(record, state.metrics, question)
     return record
 
 
@@ -339,7 +341,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
     for record in answered:
         merge_usage(usage, record.prediction.usage if record.prediction else {})
         if record.judge_usage:
-            merge_usage(usage, {"judge": record.judge_usage})
+            merge_usage(usage, {JUDGE_ROLE: record.judge_usage})
     items = sum(i.memory_items for i in ingests)
     words = sum(i.memory_words for i in ingests)
     return {
@@ -360,6 +362,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             stats=stats,
         ),
         "efficiency": _efficiency(usage, answered, spec.metrics),
+        "judge_agreement": judge_agreement(answered, spec.metrics),
     }
 
 
@@ -367,7 +370,7 @@ def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: 
     system = [u for stage, u in usage.items() if stage != JUDGE_ROLE]
     tokens = sum(u.prompt_tokens + u.completion_tokens for u in system)
     per_correct: dict[str, float | None] = {}
-    for metric in metrics:
+    for metric in (m for m in metrics if m != PUBLISHED_JUDGE):  # a published run's tokens are not ours
         correct = sum(r.scores.get(metric) or 0.0 for r in answered)
         per_correct[metric] = round(tokens / correct, 1) if correct > 0 else None
     return Efficiency(

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 JSONScalar = str | int | float | bool | None
+ScoreDetail = JSONScalar | list[JSONScalar]
 
 
 class _Frozen(BaseModel):
@@ -165,8 +166,10 @@ class Score:
     """A metric's verdict on one prediction. `value` None means "not scorable" (e.g. unparsable judge)."""
 
     value: float | None
-    details: dict[str, JSONScalar] = field(default_factory=dict)
+    details: dict[str, ScoreDetail] = field(default_factory=dict)
     usage: Usage | None = None
+    repeats: tuple[float | None, ...] = ()
+    """Each repeat's value when the metric scored the prediction several times; `value` is their mean."""
 
 
 def count_by_type(questions: Iterable[Question]) -> dict[str, int]:

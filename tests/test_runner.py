@@ -209,3 +209,36 @@ async def test_efficiency_counts_system_tokens_per_correct_answer_and_memory_wor
         len(json.loads(line)["text"].split()) for f in memory_dir.glob("*.jsonl") for line in f.read_text().splitlines()
     )
     assert result.memory is not None and result.memory.words_total == words > 0
+
+
+async def test_two_judges_with_repeats_give_per_judge_scores_spread_and_agreement(tmp_path):
+    questions = toy_questions()
+    lenient = Model(MockBackend(default='{"label": "CORRECT"}'), spec="mock")
+    # The second judge calls exactly the first two questions it sees wrong, whichever seed asks.
+    seen: list[str] = []
+
+    def strict(messages: list[Message]) -> str:
+        text = messages[-1]["content"]
+        if text not in seen:
+            seen.append(text)
+        return '{"label": "WRONG"}' if seen.index(text) < 2 else '{"label": "CORRECT"}'
+
+    models = {
+        "model": mock_model(oracle()),
+        "judge": lenient,
+        "judge_2": Model(MockBackend(responder=strict), spec="mock"),
+    }
+    result = await run(config(tmp_path, metrics=None, judge_repeats=2), models=models)
+
+    assert result.spec.metrics[-2:] == ["llm_judge", "llm_judge@judge_2"]
+    assert result.aggregates["llm_judge"].overall.mean == 1.0
+    n = len(questions)
+    assert result.aggregates["llm_judge@judge_2"].overall.mean == pytest.approx((n - 2) / n)
+    assert result.aggregates["llm_judge"].overall.repeats == 2
+    # Both repeats of a question get the same verdict here: no spread across repeats.
+    assert result.aggregates["llm_judge@judge_2"].overall.sd_repeats == 0.0
+    (agreement,) = result.judge_agreement
+    assert (agreement.a, agreement.b, agreement.n) == ("llm_judge", "llm_judge@judge_2", n)
+    assert agreement.raw == pytest.approx((n - 2) / n)
+    assert agreement.kappa == 0.0  # one judge always says CORRECT: agreement is all chance
+    assert result.usage["judge"].calls == 2 * 2 * n

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.llm.model import Model
 from harness.types import Prediction, Question, Score
@@ -16,10 +16,15 @@ class MetricContext(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    judge: Model | None = None
+    judges: dict[str, Model] = Field(default_factory=dict)
+    """Judge models by role: `judge`, and `judge_2`, `judge_3`, ... when several judges grade a run."""
     judge_style: str = "mem0"
+    judge_repeats: int = 1
+    """Times each judge grades each answer (seeds 0..N-1); the score is the mean verdict."""
+    judge_temperature: float | None = None
+    """Overrides the judge prompt's own temperature (0 for every built-in prompt)."""
     argument: str | None = None
-    """The part of a metric name after `@`, e.g. `10` in `evidence_recall@10`."""
+    """The part of a metric name after `@`, e.g. `10` in `evidence_recall@10` or `judge_2` in `llm_judge@judge_2`."""
 
 
 class Metric(Protocol):

@@ -10,6 +10,11 @@ Two styles, picked by the task (`MetricContext.judge_style`):
   Abstention questions (type `abstention`, or `_abs` in the question id as the official script checks)
   get the unanswerable prompt whatever their original type.
 
+`llm_judge_strict` grades any task with `STRICT_PROMPT`, ours: the same CORRECT/WRONG verdict as Mem0's, but
+asking for the same fact rather than the same topic, with a one-sentence rationale that is kept per question.
+Several judges grade one run as roles `judge`, `judge_2`, ... (`llm_judge@judge_2`); `--judge-repeats N` has
+each grade every answer N times.
+
 A reply that cannot be read as a verdict scores None ("unjudged"), never right or wrong. LongMemEval's
 script counts a reply as correct when it contains "yes" (we keep that, "yesterday" included) and wrong
 otherwise; we call it wrong only when "no" appears as a word, and unjudged when neither does.
@@ -17,6 +22,8 @@ otherwise; we call it wrong only when "no" appears as a word, and unjudged when 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -24,7 +31,9 @@ from dataclasses import dataclass
 
 from harness.llm import Completion, GenerateConfig, Message, Model, usage_of
 from harness.metrics.base import MetricContext
-from harness.types import Prediction, Question, Score
+from harness.types import Prediction, Question, Score, ScoreDetail, Usage
+
+JUDGE_ROLE = "judge"
 
 # Verbatim from Mem0, trailing spaces and typographic quotes included (they are part of the cache key).
 ACCURACY_PROMPT = """
@@ -52,6 +61,22 @@ Do NOT include both CORRECT and WRONG in your response, or it will break the eva
 
 Just return the label CORRECT or WRONG in a json format with the key as "label".
 """  # noqa: E501
+
+# Ours, not from any benchmark: Mem0's prompt asks the judge to be "generous" and to accept any answer that
+# "touches on the same topic", which lets vague or hedged answers pass. This one asks for the same fact.
+STRICT_PROMPT = """You are grading an answer to a question about a past conversation, against the gold answer.
+
+Question: {question}
+Gold answer: {gold_answer}
+Generated answer: {generated_answer}
+
+Label the generated answer CORRECT only if it states the same fact as the gold answer:
+- every essential part of the gold answer is there (a list must be complete; names, numbers and places must match);
+- a date or time names the same day or period, at least as precisely as the gold answer does;
+- it adds no claim that contradicts the gold answer and does not hedge between several answers.
+An answer that only touches on the same topic, says it does not know, or refuses is WRONG.
+
+Reply with JSON only: {{"reason": "<one sentence>", "label": "CORRECT" or "WRONG"}}"""
 
 _LME_INTRO = (
     "I will give you a question, a correct answer, and a response from a model. Please answer yes if the "
@@ -164,6 +189,26 @@ def parse_longmemeval_label(reply: str) -> str | None:
     return "no" if _NO_WORD.search(lowered) else None
 
 
+def strict_prompt(question: Question, answer: str) -> tuple[str, str] | None:
+    if not question.answers:
+        return None
+    text = STRICT_PROMPT.format(question=question.text, gold_answer=gold_text(question), generated_answer=answer)
+    return text, "strict"
+
+
+def rationale_of(reply: str) -> str | None:
+    """The one-sentence "reason" a JSON verdict gives (the strict prompt asks for one), if any."""
+    decoder = json.JSONDecoder()
+    for start in (i for i, ch in enumerate(reply) if ch == "{"):
+        try:
+            obj, _ = decoder.raw_decode(reply, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("reason"), str):
+            return obj["reason"]
+    return None
+
+
 @dataclass(frozen=True)
 class JudgeStyle:
     """How one benchmark family asks its judge and reads the verdict."""
@@ -177,45 +222,100 @@ class JudgeStyle:
 JUDGE_STYLES: dict[str, JudgeStyle] = {
     "mem0": JudgeStyle(mem0_prompt, parse_mem0_label, "CORRECT", MEM0_CONFIG),
     "longmemeval": JudgeStyle(longmemeval_prompt, parse_longmemeval_label, "yes", LONGMEMEVAL_CONFIG),
+    "strict": JudgeStyle(strict_prompt, parse_mem0_label, "CORRECT", MEM0_CONFIG),
 }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    value: float | None
+    """1 correct, 0 wrong, None unreadable."""
+    label: str | None
+    reply: str
+    usage: Usage
 
 
 class LLMJudge:
     """Scores 1 for a correct verdict, 0 for a wrong one, None when the reply is unreadable.
 
+    With `repeats` > 1 the judge grades each answer that many times, with seeds 0..N-1 (at the prompt's
+    temperature unless `temperature` overrides it: at temperature 0 repeats measure only the server's own
+    nondeterminism); the score is the mean of the readable verdicts and each verdict is kept.
     `LLMCallFailed` from the judge propagates; the runner records the failure.
     """
 
-    name = "llm_judge"
     higher_is_better = True
 
-    def __init__(self, judge: Model, style: JudgeStyle) -> None:
+    def __init__(
+        self,
+        judge: Model,
+        style: JudgeStyle,
+        name: str = "llm_judge",
+        repeats: int = 1,
+        temperature: float | None = None,
+    ) -> None:
+        if repeats < 1:
+            raise ValueError(f"judge repeats must be at least 1, got {repeats}")
+        self.name = name
         self.judge = judge
         self.style = style
+        config = style.config if temperature is None else dataclasses.replace(style.config, temperature=temperature)
+        # A single grading keeps the prompt's own config (and cache key); repeats differ by seed.
+        self.configs = [config] if repeats == 1 else [dataclasses.replace(config, seed=i) for i in range(repeats)]
 
     async def score(self, question: Question, prediction: Prediction) -> Score:
         built = self.style.prompt(question, prediction.answer)
         if built is None:
             return Score(None, {"unjudged": True, "reason": "no gold answer"})
         prompt, template = built
+        verdicts = await asyncio.gather(*(self._verdict(prompt, config) for config in self.configs))
+        usage = Usage()
+        for verdict in verdicts:
+            usage.add(verdict.usage)
+        values = [v.value for v in verdicts if v.value is not None]
+        value = sum(values) / len(values) if values else None
+        details: dict[str, ScoreDetail] = {"judge_prompt": template}
+        if len(verdicts) == 1:
+            details |= {"judge_reply": verdicts[0].reply, "label": verdicts[0].label}
+        else:
+            details |= {"judge_replies": [v.reply for v in verdicts], "labels": [v.label for v in verdicts]}
+        rationale = next((r for r in (rationale_of(v.reply) for v in verdicts) if r), None)
+        if rationale:
+            details["rationale"] = rationale
+        if value is None:
+            details["unjudged"] = True
+        repeats = tuple(v.value for v in verdicts) if len(verdicts) > 1 else ()
+        return Score(value, details, usage, repeats)
+
+    async def _verdict(self, prompt: str, config: GenerateConfig) -> Verdict:
         messages: list[Message] = [{"role": "user", "content": prompt}]
-        completion: Completion = await self.judge.generate(messages, self.style.config)
-        raw = completion.text
-        label = self.style.parse(raw)
-        usage = usage_of(completion)
-        if label is None:
-            return Score(None, {"unjudged": True, "judge_reply": raw, "judge_prompt": template}, usage)
-        value = 1.0 if label == self.style.correct_label else 0.0
-        return Score(value, {"judge_reply": raw, "label": label, "judge_prompt": template}, usage)
+        completion: Completion = await self.judge.generate(messages, config)
+        label = self.style.parse(completion.text)
+        value = None if label is None else float(label == self.style.correct_label)
+        return Verdict(value, label, completion.text, usage_of(completion))
 
 
 def llm_judge(context: MetricContext) -> LLMJudge:
-    """Registered as `llm_judge`; needs the judge role (`--judge SPEC`)."""
-    if context.judge is None:
-        raise ValueError(
-            "the llm_judge metric needs a judge model: pass --judge SPEC (e.g. --judge openai:gpt-4o-mini)"
-        )
+    """Registered as `llm_judge`: the task's own judge prompt. `llm_judge@ROLE` grades with judge role ROLE."""
     style = JUDGE_STYLES.get(context.judge_style)
     if style is None:
         raise ValueError(f"unknown judge style {context.judge_style!r}; known: {', '.join(JUDGE_STYLES)}")
-    return LLMJudge(context.judge, style)
+    return _judge_metric("llm_judge", style, context)
+
+
+def llm_judge_strict(context: MetricContext) -> LLMJudge:
+    """Registered as `llm_judge_strict`: our stricter prompt, for any task (see STRICT_PROMPT)."""
+    return _judge_metric("llm_judge_strict", JUDGE_STYLES["strict"], context)
+
+
+def _judge_metric(base: str, style: JudgeStyle, context: MetricContext) -> LLMJudge:
+    role = context.argument or JUDGE_ROLE
+    judge = context.judges.get(role)
+    if judge is None:
+        if role == JUDGE_ROLE:
+            raise ValueError(
+                f"the {base} metric needs a judge model: pass --judge SPEC (e.g. --judge openai:gpt-4o-mini)"
+            )
+        raise ValueError(f"{base}@{role}: no judge role {role!r}; this run has {', '.join(context.judges) or 'none'}")
+    name = base if context.argument is None else f"{base}@{role}"
+    return LLMJudge(judge, style, name, context.judge_repeats, context.judge_temperature)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from harness.llm import LLMCallFailed, LLMError, Model
+from harness.llm import GenerateConfig, LLMCallFailed, LLMError, Model
 from harness.llm.providers.mock import MockBackend
 from harness.metrics.base import MetricContext
 from harness.metrics.llm_judge import (
     ACCURACY_PROMPT,
+    MEM0_CONFIG,
     LLMJudge,
     llm_judge,
+    llm_judge_strict,
     parse_longmemeval_label,
     parse_mem0_label,
 )
+from harness.plugins import METRICS
 from harness.types import JSONScalar, Prediction, Question
 
 
 def _judge(style: str, *replies: str | Exception) -> tuple[LLMJudge, MockBackend]:
     backend = MockBackend(replies=replies)
-    metric = llm_judge(MetricContext(judge=Model(backend, spec="mock", max_retries=0), judge_style=style))
+    judge = Model(backend, spec="mock", max_retries=0)
+    metric = llm_judge(MetricContext(judges={"judge": judge}, judge_style=style))
     return metric, backend
 
 
@@ -171,3 +175,61 @@ def test_generation_settings() -> None:
     lme, _ = _judge("longmemeval")
     assert mem0.style.config.json_mode and mem0.style.config.temperature == 0
     assert lme.style.config.max_tokens == 10 and lme.style.config.temperature == 0
+
+
+class SeedRecorder(MockBackend):
+    """Records the sampling config of each call, to check what repeats send."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.configs: list[GenerateConfig] = []
+
+    async def generate(self, messages, config):  # type: ignore[no-untyped-def]
+        self.configs.append(config)
+        return await super().generate(messages, config)
+
+
+async def test_repeats_grade_with_distinct_seeds_and_score_the_mean_verdict() -> None:
+    backend = SeedRecorder(replies=['{"label": "CORRECT"}', '{"label": "WRONG"}', "no verdict here"])
+    context = MetricContext(
+        judges={"judge": Model(backend, spec="mock", max_retries=0)}, judge_repeats=3, judge_temperature=0.7
+    )
+    score = await llm_judge(context).score(_question(), _prediction())
+    assert sorted(c.seed for c in backend.configs) == [0, 1, 2]
+    assert {c.temperature for c in backend.configs} == {0.7}
+    # Verdicts 1, 0 and unreadable: the mean of the readable ones; each repeat kept in order of the seeds.
+    assert score.value == 0.5
+    assert score.repeats == (1.0, 0.0, None)
+    assert score.details["labels"] == ["CORRECT", "WRONG", None]
+    assert score.usage is not None and score.usage.calls == 3
+
+
+async def test_a_single_grading_keeps_the_prompts_own_config() -> None:
+    backend = SeedRecorder(replies=['{"label": "CORRECT"}'])
+    await llm_judge(MetricContext(judges={"judge": Model(backend, spec="mock")})).score(_question(), _prediction())
+    assert backend.configs == [MEM0_CONFIG]  # same cache key as before repeats existed
+
+
+async def test_strict_prompt_asks_for_the_same_fact_and_keeps_the_rationale() -> None:
+    reply = '{"reason": "The answer names a different gift.", "label": "WRONG"}'
+    backend = MockBackend(replies=[reply])
+    metric = llm_judge_strict(MetricContext(judges={"judge": Model(backend, spec="mock")}, judge_style="longmemeval"))
+    score = await metric.score(_question(), _prediction("A hat"))
+    prompt = backend.calls[0][0]["content"]
+    assert "only touches on the same topic" in prompt and "be generous" not in prompt
+    assert "Gold answer: A shell necklace" in prompt and "Generated answer: A hat" in prompt
+    assert (score.value, score.details["rationale"], metric.name) == (
+        0.0,
+        "The answer names a different gift.",
+        "llm_judge_strict",
+    )
+
+
+async def test_a_second_judge_is_named_by_its_role() -> None:
+    first, second = MockBackend(replies=['{"label": "WRONG"}']), MockBackend(replies=['{"label": "CORRECT"}'])
+    judges = {"judge": Model(first, spec="mock"), "judge_2": Model(second, spec="mock")}
+    metric = METRICS.get("llm_judge")(MetricContext(judges=judges, argument="judge_2"))
+    score = await metric.score(_question(), _prediction())
+    assert (metric.name, score.value, len(first.calls), len(second.calls)) == ("llm_judge@judge_2", 1.0, 0, 1)
+    with pytest.raises(ValueError, match="no judge role 'judge_3'"):
+        METRICS.get("llm_judge")(MetricContext(judges=judges, argument="judge_3"))
