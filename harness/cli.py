@@ -1,4 +1,4 @@
-"""`python -m harness`: run, ls, describe, show.
+"""`python -m harness`: run, ls, describe, show, score, compare, report, regress.
 
 Examples:
     python -m harness run --task locomo --system full-context --split test --limit 20
@@ -6,6 +6,11 @@ Examples:
     python -m harness run --resume results/locomo/full-context/20261122-190000-ab12cd
     python -m harness describe locomo --split test
     python -m harness show results/locomo/full-context/20261122-190000-ab12cd
+    python -m harness score RUN_DIR --judge openai:gpt-4o-mini --judge-repeats 3
+    python -m harness score --task locomo --predictions zep_locomo_grades.json --system-name zep
+    python -m harness compare RUN_A RUN_B --format md
+    python -m harness report RUN_A RUN_B --format html --output report.html
+    python -m harness regress --baseline results/baselines/NAME --candidate RUN_DIR
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from rich.table import Table
 
 from harness.datasets import DataFileError
 from harness.embeddings.base import DEFAULT_EMBEDDER_SPEC
+from harness.export import render
 from harness.llm.spec import DEFAULT_MODEL_SPEC
 from harness.plugins import BACKENDS, EMBEDDERS, METRICS, SYSTEMS, TASKS
 from harness.registry import UnknownNameError
 from harness.report import make_console
+from harness.tables import ReportTable, to_rich
 from harness.task import DataOptions
 
 EPILOG = """\
@@ -102,9 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(run)
     run.add_argument("--model", default=DEFAULT_MODEL_SPEC, help=f"the system's LLM (default: {DEFAULT_MODEL_SPEC})")
-    run.add_argument(
-        "--judge", help="LLM for the llm_judge metric; when given, llm_judge is added to the default metrics"
-    )
+    _add_judge_args(run)
     run.add_argument("--answer-model", help="LLM of the answering step (role `answer`; default: --model)")
     run.add_argument("--manager-model", help="LLM of memr1's Memory Manager (role `manager`; default: --model)")
     run.add_argument(
@@ -119,19 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_EMBEDDER_SPEC,
         help=f"embedding model of retrieving systems (default: {DEFAULT_EMBEDDER_SPEC})",
     )
-    run.add_argument("--metric", action="append", help="metric to compute (repeatable; default: the task's defaults)")
+    run.add_argument(
+        "--metric", action="append", help="metric to compute, e.g. llm_judge_strict (repeatable; default: the task's)"
+    )
     run.add_argument("--limit", type=int, help="a seeded subset of N questions, stratified by question type")
     run.add_argument("--seed", type=int, default=0, help="seed of the subset and of sampled calls (default 0)")
     run.add_argument("--output", default="results", help="results root (default: results/)")
     run.add_argument("--run-id", help="name of the run directory (default: timestamp + config hash)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run where it stopped")
-    run.add_argument("--no-cache", action="store_true", help="do not read or write the LLM call cache")
-    run.add_argument("--cache-path", help="sqlite file of the LLM call cache (default: ~/.cache/memory-harness/)")
-    run.add_argument("--max-concurrency", type=int, default=8, help="LLM calls in flight per role (default 8)")
+    _add_call_args(run)
     run.add_argument(
         "--max-samples", type=int, help="histories processed at once (default: 1 on local engines, else 4)"
     )
-    run.add_argument("--max-retries", type=int, default=3, help="retries of a transient LLM error (default 3)")
 
     commands.add_parser("ls", help="list tasks, systems, backends and metrics")
 
@@ -141,11 +145,90 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print the per-type table of a run directory")
     show.add_argument("run_dir")
+
+    _add_score_parser(commands)
+    _add_compare_parsers(commands)
     return parser
+
+
+def _add_judge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--judge",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="judge LLM (repeatable: roles judge, judge_2, ...); adds llm_judge, llm_judge@judge_2, ... to the metrics",
+    )
+    parser.add_argument("--judge-repeats", type=int, help="times each judge grades each answer (seeds 0..N-1)")
+    parser.add_argument("--judge-temperature", type=float, help="judge sampling temperature (default: the prompt's, 0)")
+
+
+def _add_call_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the LLM call cache")
+    parser.add_argument("--cache-path", help="sqlite file of the LLM call cache (default: ~/.cache/memory-harness/)")
+    parser.add_argument("--max-concurrency", type=int, default=8, help="LLM calls in flight per role (default 8)")
+    parser.add_argument("--max-retries", type=int, default=3, help="retries of a transient LLM error (default 3)")
+
+
+def _add_score_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser(
+        "score",
+        help="re-score a run directory in place, or score a predictions file made elsewhere as a new run",
+        epilog="Predictions: LongMemEval JSONL {question_id, hypothesis}; Mem0's per-conversation JSON; Zep's LoCoMo "
+        "JSON. Unmatched, ambiguous and duplicate rows and unanswered questions are reported.",
+    )
+    score.add_argument("run_dir", nargs="?", help="the run to re-score (omit with --predictions)")
+    score.add_argument("--task", help="with --predictions: the task the answers are for")
+    score.add_argument("--predictions", help="a predictions file made elsewhere")
+    score.add_argument("--format", choices=["auto", "jsonl", "mem0", "zep"], default="auto", help="its layout")
+    score.add_argument("--system-name", default="imported", help="name the imported run is filed under")
+    score.add_argument("--output", default="results", help="results root for an imported run (default: results/)")
+    score.add_argument("--run-id", help="name of the imported run's directory")
+    _add_data_args(score)
+    score.add_argument("--metric", action="append", help="metric to compute (repeatable)")
+    _add_judge_args(score)
+    _add_call_args(score)
+
+
+def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
+    formats = ["console", "md", "csv", "latex", "html"]
+    compare = commands.add_parser("compare", help="paired comparison of runs on the questions they share")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more runs; the first is the reference")
+    compare.add_argument("--metric", help="default: llm_judge when every run has it, else the first shared metric")
+    compare.add_argument("--test", choices=["permutation", "bootstrap"], default="permutation", help="paired test")
+    compare.add_argument("--resamples", type=int, default=10_000, help="resamples of the test (default 10000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    compare.add_argument("--format", choices=formats, default="console")
+    compare.add_argument("--output", help="write the table to this file instead of printing it")
+
+    report = commands.add_parser("report", help="tables of one or more runs as md, csv, LaTeX or HTML, and a chart")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--metric", help="the metric of a several-run table and of the chart")
+    report.add_argument("--format", choices=formats, default="md")
+    report.add_argument("--output", help="write the report to this file instead of printing it")
+    report.add_argument("--chart", help="also write a per-type bar chart with 95%% intervals to this PNG")
+
+    regress = commands.add_parser(
+        "regress",
+        help="fail (exit 1) when a candidate run is significantly worse than a baseline",
+        epilog="A cell (overall or a question type) fails when it drops by more than --max-drop points (x100) and "
+        "a one-sided paired permutation test gives p < --alpha.",
+    )
+    regress.add_argument("--baseline", required=True, help="baseline run directory (e.g. results/baselines/NAME)")
+    regress.add_argument("--candidate", required=True, help="candidate run directory")
+    regress.add_argument("--metric", help="default: llm_judge when both runs have it, else the first shared metric")
+    regress.add_argument("--max-drop", type=float, default=1.0, help="tolerated drop in points x100 (default 1.0)")
+    regress.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    regress.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    regress.add_argument(
+        "--allow-missing", action="store_true", help="do not fail when the candidate lacks baseline questions"
+    )
+    regress.add_argument("--format", choices=formats, default="console")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.report import print_run
+    from harness.rescore import judge_role_specs
     from harness.runner import RunConfig, config_of_run, run
 
     if args.resume:
@@ -153,8 +236,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         if not args.task or not args.system:
             raise SystemExit("run needs --task and --system (or --resume RUN_DIR)")
-        roles = {"model": args.model, **_key_values(args.role, "--role")}
-        for role, spec in (("answer", args.answer_model), ("manager", args.manager_model), ("judge", args.judge)):
+        roles = {"model": args.model, **_key_values(args.role, "--role"), **judge_role_specs(args.judge)}
+        for role, spec in (("answer", args.answer_model), ("manager", args.manager_model)):
             if spec:
                 roles[role] = spec
         config = RunConfig(
@@ -166,6 +249,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             roles=roles,
             embedder=args.embedder,
             metrics=args.metric,
+            judge_repeats=args.judge_repeats or 1,
+            judge_temperature=args.judge_temperature,
             limit=args.limit,
             seed=args.seed,
             output_dir=Path(args.output),
@@ -222,7 +307,118 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ls": cmd_ls, "describe": cmd_describe, "show": cmd_show}
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.report import print_run
+    from harness.rescore import ImportConfig, ScoreOptions, import_predictions, rescore_run
+
+    options = ScoreOptions(
+        metrics=args.metric,
+        judges=args.judge,
+        judge_repeats=args.judge_repeats,
+        judge_temperature=args.judge_temperature,
+        use_cache=not args.no_cache,
+        cache_path=Path(args.cache_path) if args.cache_path else None,
+        max_retries=args.max_retries,
+        max_concurrency=args.max_concurrency,
+    )
+    if args.predictions:
+        if args.run_dir or not args.task:
+            raise SystemExit("score --predictions FILE needs --task and no RUN_DIR")
+        config = ImportConfig(
+            task=args.task,
+            task_options=_task_options(args),
+            data=_data_options(args),
+            predictions=Path(args.predictions),
+            format=None if args.format == "auto" else args.format,
+            system=args.system_name,
+            output_dir=Path(args.output),
+            run_id=args.run_id,
+        )
+        result, imported, run_dir = asyncio.run(import_predictions(config, options))
+        for line in imported.summary():
+            print(line, file=sys.stderr)
+        print_run(result, str(run_dir))
+        return 0
+    if not args.run_dir:
+        raise SystemExit("score needs a RUN_DIR to re-score, or --task T --predictions FILE")
+    print_run(asyncio.run(rescore_run(Path(args.run_dir), options)), args.run_dir)
+    return 0
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _show_table(table: ReportTable, fmt: str, output: str | None) -> None:
+    if fmt == "console" and not output:
+        console = make_console()
+        console.print(to_rich(table))
+        for note in table.notes:
+            console.print(note, highlight=False)
+        return
+    _emit(render(table, "md" if fmt == "console" else fmt), output)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs, comparison_table
+
+    comparison = compare_runs(
+        [Path(p) for p in args.run_dirs], args.metric, seed=args.seed, test=args.test, resamples=args.resamples
+    )
+    _show_table(comparison_table(comparison), args.format, args.output)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.reporting import chart, html_report, load_runs, score_report_table, usage_report_table
+
+    results = load_runs(args.run_dirs)
+    if args.chart:
+        print(f"wrote {chart(results, args.metric, Path(args.chart))}", file=sys.stderr)
+    if args.format == "html":
+        _emit(html_report(results, args.metric), args.output)
+        return 0
+    tables = [score_report_table(results, args.metric), *(usage_report_table(r) for r in results if r.usage)]
+    if args.format == "console" and not args.output:
+        for table in tables:
+            _show_table(table, "console", None)
+        return 0
+    fmt = "md" if args.format == "console" else args.format
+    separator = "\n" if fmt == "csv" else "\n\n"
+    _emit(separator.join(render(table, fmt) for table in tables), args.output)
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    from harness.compare import regress, regression_table
+
+    report = regress(
+        Path(args.baseline),
+        Path(args.candidate),
+        args.metric,
+        max_drop=args.max_drop,
+        alpha=args.alpha,
+        seed=args.seed,
+        allow_missing=args.allow_missing,
+    )
+    _show_table(regression_table(report), args.format, None)
+    return 0 if report.passed else 1
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "ls": cmd_ls,
+    "describe": cmd_describe,
+    "show": cmd_show,
+    "score": cmd_score,
+    "compare": cmd_compare,
+    "report": cmd_report,
+    "regress": cmd_regress,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.metrics.aggregate import ordered_types
-from harness.report import OVERALL
+from harness.reporting import OVERALL, resolve_metric, run_labels
 from harness.results import QuestionRecord, RunDir, RunResult, RunSpec
 from harness.stats import TEST_RESAMPLES, Alternative, PairedTest, paired_bootstrap, paired_permutation
 from harness.tables import ReportTable
@@ -22,7 +22,6 @@ from harness.tables import ReportTable
 TestName = Literal["bootstrap", "permutation"]
 Verdict = Literal["ok", "FAIL", "worse, not significant", "worse, too few to test"]
 
-PREFERRED_METRIC = "llm_judge"
 SIGNIFICANCE = 0.05
 """Where the comparison table marks a p-value with "*"."""
 LISTED_IDS = 10
@@ -38,7 +37,7 @@ _TEST_NAMES: dict[TestName, str] = {
 @dataclass(frozen=True)
 class ComparedRun:
     label: str
-    """"system (run_id)", made unique among the compared runs."""
+    """As in reports: what tells the runs apart of system, model and run id (`harness.reporting.run_labels`)."""
     path: Path
     result: RunResult
     answered: dict[str, QuestionRecord]
@@ -292,30 +291,16 @@ def regression_table(r: RegressionReport) -> ReportTable:
 
 
 def load_runs(paths: Sequence[Path]) -> list[ComparedRun]:
-    """Read each run directory; labels are "system (run_id)", numbered where two would coincide."""
+    """Read each run directory, labelled as in reports (`harness.reporting.run_labels`)."""
     results = [RunDir(path).read_result() for path in paths]
-    labels = [f"{result.spec.system} ({result.run_id})" for result in results]
-    unique = [
-        label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
-        for i, label in enumerate(labels)
-    ]
     return [
         ComparedRun(label=label, path=path, result=result, answered=_answered(RunDir(path).read_questions()))
-        for label, path, result in zip(unique, paths, results, strict=True)
+        for label, path, result in zip(run_labels(results), paths, results, strict=True)
     ]
 
 
 def choose_metric(runs: Sequence[ComparedRun], metric: str | None) -> str:
-    """`metric` if every run scored it; else llm_judge when all have it, else the first metric all runs share."""
-    if metric is not None:
-        lacking = [run.label for run in runs if metric not in run.result.spec.metrics]
-        if lacking:
-            raise ValueError(f"metric {metric} was not scored in {', '.join(lacking)}")
-        return metric
-    common = [m for m in runs[0].result.spec.metrics if all(m in run.result.spec.metrics for run in runs)]
-    if not common:
-        raise ValueError("the runs have no metric in common: " + "; ".join(_metrics_of(run) for run in runs))
-    return PREFERRED_METRIC if PREFERRED_METRIC in common else common[0]
+    return resolve_metric([run.result for run in runs], metric)
 
 
 def _answered(records: Sequence[QuestionRecord]) -> dict[str, QuestionRecord]:
@@ -387,10 +372,6 @@ def _mismatches(a: ComparedRun, b: ComparedRun) -> list[str]:
 def _data_identity(spec: RunSpec) -> str | None:
     """The data file's sha256; its path when no checksum was recorded."""
     return spec.data.sha256 or spec.data.path
-
-
-def _metrics_of(run: ComparedRun) -> str:
-    return f"{run.label}: {', '.join(run.result.spec.metrics) or 'none'}"
 
 
 def _show(value: object) -> str:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from harness.datasets import DataFormatError, Record, load_json
 from harness.results import QuestionRecord
+from harness.scoring import PUBLISHED_JUDGE
 from harness.types import Prediction, Question, Sample
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ FORMATS: tuple[Format, ...] = ("jsonl", "mem0", "zep")
 CATEGORY_KEY = "locomo_category"
 """The question metadata key holding LoCoMo's category number (see tasks/locomo.py)."""
 ADVERSARIAL_CATEGORY = 5
-PUBLISHED_JUDGE = "published_judge"
-"""`ImportedAnswer.published` key of the file's own judge verdict (Zep's `grade`, Mem0's `llm_score`)."""
 
 # Mem0's `evals.py` output adds its own scores to each row; they are kept under these names.
 _MEM0_SCORES = {"llm_score": PUBLISHED_JUDGE, "f1_score": "published_f1", "bleu_score": "published_bleu1"}

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from harness.export import to_html
 from harness.metrics.aggregate import Cell
 from harness.plugins import METRICS
-from harness.report import OVERALL, dollars
 from harness.results import RunDir, RunResult, UsageSummary
 from harness.tables import ReportTable
 
@@ -30,6 +29,16 @@ DEFAULT_METRIC = "llm_judge"
 INSTALL_REPORT_EXTRA = 'pip install "memory-harness[report]"'
 
 """What each label convention a task may record means; tasks without one name their types one way only."""
+
+
+OVERALL = "overall"
+
+
+def dollars(cost: float, unpriced_calls: int) -> str:
+    """A cost that is exact, a lower bound (some calls unpriced: `>=`), or unknown (`?`)."""
+    if unpriced_calls and not cost:
+        return "?"
+    return (">=" if unpriced_calls else "") + f"{cost:.4f}"
 
 
 def load_runs(run_dirs: Sequence[Path]) -> list[RunResult]:
@@ -74,13 +83,15 @@ def _model_spec(result: RunResult) -> str:
 
 
 def resolve_metric(results: Sequence[RunResult], metric: str | None = None) -> str:
-    """`metric` if every run has it scored; by default llm_judge when all have it, else the first common one."""
-    common = [m for m in results[0].spec.metrics if all(m in r.aggregates for r in results)]
+    """`metric` if every run scores it; by default llm_judge when all do, else the first metric all runs share."""
+    common = [m for m in results[0].spec.metrics if all(m in r.spec.metrics for r in results)]
     if metric is None:
         if not common:
-            raise ValueError("the runs share no scored metric (is one still running or unscored?)")
+            raise ValueError(
+                "the runs share no metric: " + "; ".join(f"{r.run_id}: {', '.join(r.spec.metrics)}" for r in results)
+            )
         return DEFAULT_METRIC if DEFAULT_METRIC in common else common[0]
-    missing = [r.run_id for r in results if metric not in r.aggregates]
+    missing = [r.run_id for r in results if metric not in r.spec.metrics]
     if missing:
         raise ValueError(
             f"metric {metric!r} is not scored in run(s) {', '.join(missing)}; common metrics: {', '.join(common)}"

@@ -6,6 +6,8 @@ Reports, re-scoring and comparisons read these files alone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from datetime import UTC, datetime
@@ -16,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
-from harness.types import JSONScalar, MemoryItem, Prediction, ScoreDetail, StageUsage, Usage
+from harness.types import JSONScalar, MemoryItem, Prediction, Question, ScoreDetail, StageUsage, Usage
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -70,6 +72,24 @@ class RunSpec(BaseModel):
     git_sha: str | None = None
     packages: dict[str, str] = Field(default_factory=dict)
 
+    def compute_config_hash(self) -> str:
+        decisive = {
+            "task": self.task,
+            "task_options": self.task_options,
+            "data_sha256": self.data.sha256,
+            "system": self.system,
+            "system_options": self.system_options,
+            "roles": {role: info.spec for role, info in self.roles.items()},
+            "embedder": self.embedder,
+            "prompts": self.prompts,
+            "metrics": self.metrics,
+            "judge_repeats": self.judge_repeats,
+            "judge_temperature": self.judge_temperature,
+            "limit": self.limit,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
+
 
 class QuestionRecord(BaseModel):
     """One line of `samples.jsonl`."""
@@ -93,6 +113,17 @@ class QuestionRecord(BaseModel):
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    def to_question(self) -> Question:
+        """The question as the metrics see it, rebuilt from the record (for re-scoring without the task)."""
+        return Question(
+            question_id=self.question_id,
+            text=self.question,
+            answers=tuple(self.gold),
+            question_type=self.question_type,
+            evidence=tuple(self.evidence),
+            metadata=self.question_metadata,
+        )
 
 
 class IngestRecord(BaseModel):
@@ -253,11 +284,20 @@ class RunDir:
 
     def keep_finished_questions(self) -> list[QuestionRecord]:
         """Drop failed records (and a torn last line) so a resumed run retries them; returns the kept ones."""
-        kept = {r.question_id: r for r in self.read_questions() if not r.failed}
+        kept = [r for r in self.latest_questions() if not r.failed]
+        self.rewrite_questions(kept)
+        return kept
+
+    def latest_questions(self) -> list[QuestionRecord]:
+        """One record per question: the last one written (a resumed run may have rewritten a question)."""
+        return list({r.question_id: r for r in self.read_questions()}.values())
+
+    def rewrite_questions(self, records: list[QuestionRecord]) -> None:
+        """Replace `samples.jsonl` atomically (re-scoring, resuming)."""
+        self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / (SAMPLES_FILE + ".tmp")
-        tmp.write_text("".join(r.model_dump_json() + "\n" for r in kept.values()), encoding="utf-8")
+        tmp.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         os.replace(tmp, self.path / SAMPLES_FILE)
-        return list(kept.values())
 
     def write_memory(self, sample_id: str, items: list[MemoryItem]) -> None:
         folder = self.path / MEMORY_DIR

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -141,6 +139,8 @@ def config_of_run(run_dir: Path) -> RunConfig:
         roles={role: info.spec for role, info in spec.roles.items()},
         embedder=spec.embedder or DEFAULT_EMBEDDER_SPEC,
         metrics=spec.metrics,
+        judge_repeats=spec.judge_repeats,
+        judge_temperature=spec.judge_temperature,
         limit=spec.limit,
         seed=spec.seed,
         output_dir=run_dir.parent.parent.parent,
@@ -167,7 +167,7 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
         judge_temperature=config.judge_temperature,
     )
     metrics = [build_metric(name, context) for name in metric_names]
-    spec = _spec(config, task_data, models, metric_names)
+    spec = build_spec(config, task_data, models, metric_names, prompt_fingerprints(SYSTEMS.get(config.system)))
     run_id = config.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.config_hash[:6]}"
     run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
     if resume:
@@ -185,35 +185,22 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)
 
 
-def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str]) -> RunSpec:
-    roles = {
-        role: RoleInfo(
-            spec=model.spec,
-            provider=model.info.provider,
-            model=model.info.model,
-            base_url=model.info.base_url,
-            context_window=model.info.context_window,
-            price=model.price.source if model.price else None,
-        )
-        for role, model in models.items()
-    }
-    prompts = prompt_fingerprints(SYSTEMS.get(config.system))
-    decisive = {
-        "task": config.task,
-        "task_options": task.options,
-        "data_sha256": task.data.sha256,
-        "system": config.system,
-        "system_options": config.system_options,
-        "roles": {role: info.spec for role, info in roles.items()},
-        "embedder": config.embedder,
-        "prompts": prompts,
-        "metrics": metric_names,
-        "judge_repeats": config.judge_repeats,
-        "judge_temperature": config.judge_temperature,
-        "limit": config.limit,
-        "seed": config.seed,
-    }
-    return RunSpec(
+def role_info(model: Model) -> RoleInfo:
+    return RoleInfo(
+        spec=model.spec,
+        provider=model.info.provider,
+        model=model.info.model,
+        base_url=model.info.base_url,
+        context_window=model.info.context_window,
+        price=model.price.source if model.price else None,
+    )
+
+
+def build_spec(
+    config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str], prompts: dict[str, str]
+) -> RunSpec:
+    """The run spec of `config` on a loaded task, with its config hash."""
+    spec = RunSpec(
         task=config.task,
         task_version=task.version,
         task_options=task.options,
@@ -223,7 +210,7 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         data_options=config.data,
         system=config.system,
         system_options=config.system_options,
-        roles=roles,
+        roles={role: role_info(model) for role, model in models.items()},
         embedder=config.embedder,
         prompts=prompts,
         metrics=metric_names,
@@ -233,11 +220,11 @@ def _spec(config: RunConfig, task: TaskData, models: dict[str, Model], metric_na
         question_types=task.question_types,
         limit=config.limit,
         seed=config.seed,
-        config_hash=hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest(),
         harness_version=__version__,
         git_sha=git_sha(),
         packages=package_versions(),
     )
+    return spec.model_copy(update={"config_hash": spec.compute_config_hash()})
 
 
 async def _execute(state: _Run, resume: bool) -> None:
@@ -366,8 +353,11 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
     }
 
 
-def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: Sequence[str]) -> Efficiency:
+def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: Sequence[str]) -> Efficiency | None:
+    """None when the run holds no usage of the system (e.g. answers imported from elsewhere)."""
     system = [u for stage, u in usage.items() if stage != JUDGE_ROLE]
+    if not system:
+        return None
     tokens = sum(u.prompt_tokens + u.completion_tokens for u in system)
     per_correct: dict[str, float | None] = {}
     for metric in (m for m in metrics if m != PUBLISHED_JUDGE):  # a published run's tokens are not ours

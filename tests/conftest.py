@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # for `support`, the helpers test modules share
 
 # Nothing in the tests may reach the network: no hub downloads, no litellm price-map fetch.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -3,62 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from support import ids, make_spec, write_run
 
 from harness.compare import compare_runs, comparison_table, regress, regression_table, spec_mismatches
-from harness.results import QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
-from harness.task import DataFileInfo, DataOptions
-
-
-def make_spec(system: str = "sys", *, judge: str = "mock-judge", split: str = "test", **overrides) -> RunSpec:
-    fields = {
-        "task": "toy",
-        "task_version": "v1",
-        "task_options": {"split": split},
-        "data": DataFileInfo(path="toy.json", origin="built-in", sha256="abc"),
-        "data_options": DataOptions(),
-        "system": system,
-        "roles": {
-            "model": RoleInfo(spec=f"mock:{system}", provider="mock", model=system),
-            "judge": RoleInfo(spec=judge, provider="mock", model=judge),
-        },
-        "metrics": ["exact_match", "llm_judge"],
-        "question_types": ["single", "multi"],
-    }
-    return RunSpec(**{**fields, **overrides})
-
-
-def write_run(
-    path: Path,
-    scores: dict[str, float | None],
-    *,
-    spec: RunSpec | None = None,
-    failed: set[str] = frozenset(),
-    run_id: str | None = None,
-) -> Path:
-    """A run directory whose question `qN` has type "multi" when N is odd, else "single", and its score in
-    both metrics (None: unscored); questions in `failed` are recorded as failed."""
-    spec = spec or make_spec()
-    RunDir(path).write_result(RunResult(run_id=run_id or path.name, status="finished", created_at="t", spec=spec))
-    for question_id, score in scores.items():
-        record = QuestionRecord(
-            sample_id="s",
-            question_id=question_id,
-            question_type="multi" if int(question_id[1:]) % 2 else "single",
-            question="?",
-            gold=["x"],
-            scores={"exact_match": score, "llm_judge": score},
-            error="backend down" if question_id in failed else None,
-        )
-        RunDir(path).append_question(record)
-    return path
-
-
-def ids(n: int) -> list[str]:
-    return [f"q{i}" for i in range(n)]
-
+from harness.task import DataFileInfo
 
 # --- spec_mismatches ---
 
@@ -105,7 +55,7 @@ def test_compare_two_runs_on_shared_questions(tmp_path) -> None:
     comparison = compare_runs([ref, new])
 
     assert comparison.metric == "llm_judge"
-    assert [run.label for run in comparison.runs] == ["rag (ref)", "mem0 (new)"]
+    assert [run.label for run in comparison.runs] == ["rag · mock:rag", "mem0 · mock:mem0"]
     assert len(comparison.shared) == 8
     single, multi, overall = comparison.groups
     assert (single.question_type, single.n, single.means) == ("single", 4, [0.5, 0.75])
@@ -115,7 +65,7 @@ def test_compare_two_runs_on_shared_questions(tmp_path) -> None:
     assert multi.tests[0].p_value == 1.0 and multi.tests[0].diff == 0.0
 
     table = comparison_table(comparison)
-    assert table.columns == ["question type", "n", "rag (ref)", "mem0 (new)", "Δ vs rag (ref)"]
+    assert table.columns == ["question type", "n", "rag · mock:rag", "mem0 · mock:mem0", "Δ vs rag · mock:rag"]
     assert table.rows[0][:4] == ["single", "4", "50.00", "75.00"]
     assert re.fullmatch(r"\+25\.00 \[\+0\.0, \+75\.0\] p=1\.000", table.rows[0][4])
     assert table.rows[2][0] == "overall" and table.emphasized_rows == {2}
@@ -138,9 +88,9 @@ def test_failed_absent_and_unscored_questions_are_left_out_and_named(tmp_path) -
     comparison = compare_runs([ref, new])
 
     assert comparison.shared == ["q0", "q1", "q3"]
-    assert comparison.dropped == {"sys (ref)": ["q2", "q4"], "sys (new)": ["q5", "q6"]}
+    assert comparison.dropped == {"ref": ["q2", "q4"], "new": ["q5", "q6"]}
     notes = comparison_table(comparison).notes
-    assert "sys (ref): 2 scored questions left out, not answered and scored in every run: q2, q4" in notes
+    assert "ref: 2 scored questions left out, not answered and scored in every run: q2, q4" in notes
 
 
 def test_three_runs_against_the_first_with_spec_warnings(tmp_path) -> None:
@@ -150,11 +100,11 @@ def test_three_runs_against_the_first_with_spec_warnings(tmp_path) -> None:
     other_judge = write_run(tmp_path / "c", scores, spec=make_spec(judge="gpt-4o"))
     comparison = compare_runs([ref, again, other_judge], seed=3, test="bootstrap")
 
-    assert [run.label for run in comparison.runs] == ["sys (same) #1", "sys (same) #2", "sys (c)"]
+    assert [run.label for run in comparison.runs] == ["same", "same #2", "c"]
     assert all(len(group.tests) == 2 for group in comparison.groups)
     table = comparison_table(comparison)
-    assert table.columns[-2:] == ["Δ sys (same) #2 vs sys (same) #1", "Δ sys (c) vs sys (same) #1"]
-    assert "warning: sys (c) vs sys (same) #1: judge differs: mock-judge vs gpt-4o" in table.notes
+    assert table.columns[-2:] == ["Δ same #2 vs same", "Δ c vs same"]
+    assert "warning: c vs same: judge differs: mock-judge vs gpt-4o" in table.notes
     assert any("paired bootstrap (shifted null) test; 10000 resamples, seed 3" in note for note in table.notes)
 
 
@@ -163,10 +113,10 @@ def test_metric_choice(tmp_path) -> None:
     unjudged = write_run(tmp_path / "plain", {"q0": 1.0}, spec=make_spec(metrics=["f1", "exact_match"]))
     assert compare_runs([judged, judged]).metric == "llm_judge"
     assert compare_runs([judged, unjudged]).metric == "exact_match"  # the first metric both runs scored
-    with pytest.raises(ValueError, match=r"metric llm_judge was not scored in sys \(plain\)"):
+    with pytest.raises(ValueError, match=r"metric 'llm_judge' is not scored in run\(s\) plain"):
         compare_runs([judged, unjudged], metric="llm_judge")
     disjoint = write_run(tmp_path / "disjoint", {"q0": 1.0}, spec=make_spec(metrics=["bleu1"]))
-    with pytest.raises(ValueError, match="no metric in common"):
+    with pytest.raises(ValueError, match="the runs share no metric"):
         compare_runs([judged, disjoint])
     with pytest.raises(ValueError, match="at least two"):
         compare_runs([judged])

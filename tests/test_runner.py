@@ -7,45 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from support import config, mock_model, oracle, question_of, toy_questions
 
-from harness.llm import Completion, GenerateConfig, Message, Model, TransientLLMError
+from harness.llm import Completion, GenerateConfig, Message, Model
 from harness.llm.providers.mock import MockBackend
 from harness.plugins import TASKS
 from harness.results import RunDir
-from harness.runner import RunConfig, run
+from harness.runner import run
 from harness.task import DataOptions
-from harness.types import Question
-
-
-def toy_questions() -> list[Question]:
-    task = TASKS.get("toy").load(DataOptions())
-    return [q for sample in task.samples for q in sample.questions]
-
-
-def question_of(messages: list[Message]) -> str:
-    return messages[-1]["content"].rsplit("Question: ", 1)[1].split("\n", 1)[0]
-
-
-def oracle(wrong_types: set[str] = frozenset(), failing: set[str] = frozenset()):
-    """A responder that answers gold, except wrongly for `wrong_types` and with an error for `failing` texts."""
-    by_text = {q.text: q for q in toy_questions()}
-
-    def respond(messages: list[Message]) -> str | Exception:
-        question = by_text[question_of(messages)]
-        if question.text in failing:
-            return TransientLLMError("server overloaded")
-        return "no idea" if question.question_type in wrong_types else question.answers[0]
-
-    return respond
-
-
-def mock_model(responder, **backend_kwargs) -> Model:
-    return Model(MockBackend(responder=responder, **backend_kwargs), spec="mock", max_retries=1, backoff_s=0)
-
-
-def config(tmp_path: Path, **overrides) -> RunConfig:
-    settings = {"system": "full-context", "run_id": "r1", "roles": {"model": "mock"}, "metrics": ["exact_match", "f1"]}
-    return RunConfig(task="toy", output_dir=tmp_path, **{**settings, **overrides})
 
 
 def records(tmp_path: Path, run_id: str = "r1") -> list[dict]:

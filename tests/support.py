@@ -1,0 +1,93 @@
+"""Helpers shared by test modules (on sys.path through conftest.py): toy runs with a scripted oracle, and run
+directories written record by record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.llm import Message, Model, TransientLLMError
+from harness.llm.providers.mock import MockBackend
+from harness.plugins import TASKS
+from harness.results import QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
+from harness.runner import RunConfig
+from harness.task import DataFileInfo, DataOptions
+from harness.types import Question
+
+
+def toy_questions() -> list[Question]:
+    task = TASKS.get("toy").load(DataOptions())
+    return [q for sample in task.samples for q in sample.questions]
+
+
+def question_of(messages: list[Message]) -> str:
+    return messages[-1]["content"].rsplit("Question: ", 1)[1].split("\n", 1)[0]
+
+
+def oracle(wrong_types: set[str] = frozenset(), failing: set[str] = frozenset()):
+    """A responder that answers gold, except wrongly for `wrong_types` and with an error for `failing` texts."""
+    by_text = {q.text: q for q in toy_questions()}
+
+    def respond(messages: list[Message]) -> str | Exception:
+        question = by_text[question_of(messages)]
+        if question.text in failing:
+            return TransientLLMError("server overloaded")
+        return "no idea" if question.question_type in wrong_types else question.answers[0]
+
+    return respond
+
+
+def mock_model(responder, **backend_kwargs) -> Model:
+    return Model(MockBackend(responder=responder, **backend_kwargs), spec="mock", max_retries=1, backoff_s=0)
+
+
+def config(tmp_path: Path, **overrides) -> RunConfig:
+    settings = {"system": "full-context", "run_id": "r1", "roles": {"model": "mock"}, "metrics": ["exact_match", "f1"]}
+    return RunConfig(task="toy", output_dir=tmp_path, **{**settings, **overrides})
+
+
+def make_spec(system: str = "sys", *, judge: str = "mock-judge", split: str = "test", **overrides) -> RunSpec:
+    fields = {
+        "task": "toy",
+        "task_version": "v1",
+        "task_options": {"split": split},
+        "data": DataFileInfo(path="toy.json", origin="built-in", sha256="abc"),
+        "data_options": DataOptions(),
+        "system": system,
+        "roles": {
+            "model": RoleInfo(spec=f"mock:{system}", provider="mock", model=system),
+            "judge": RoleInfo(spec=judge, provider="mock", model=judge),
+        },
+        "metrics": ["exact_match", "llm_judge"],
+        "question_types": ["single", "multi"],
+    }
+    return RunSpec(**{**fields, **overrides})
+
+
+def write_run(
+    path: Path,
+    scores: dict[str, float | None],
+    *,
+    spec: RunSpec | None = None,
+    failed: set[str] = frozenset(),
+    run_id: str | None = None,
+) -> Path:
+    """A run directory whose question `qN` has type "multi" when N is odd, else "single", and its score in
+    both metrics (None: unscored); questions in `failed` are recorded as failed."""
+    spec = spec or make_spec()
+    RunDir(path).write_result(RunResult(run_id=run_id or path.name, status="finished", created_at="t", spec=spec))
+    for question_id, score in scores.items():
+        record = QuestionRecord(
+            sample_id="s",
+            question_id=question_id,
+            question_type="multi" if int(question_id[1:]) % 2 else "single",
+            question="?",
+            gold=["x"],
+            scores={"exact_match": score, "llm_judge": score},
+            error="backend down" if question_id in failed else None,
+        )
+        RunDir(path).append_question(record)
+    return path
+
+
+def ids(n: int) -> list[str]:
+    return [f"q{i}" for i in range(n)]
