@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from harness.stats import bootstrap_mean_ci, cohen_kappa, paired_bootstrap, paired_permutation
+from harness.stats import Interval, bootstrap_mean_ci, cohen_kappa, paired_bootstrap, paired_permutation
 
 # --- Cohen's kappa ---
 
@@ -176,3 +176,18 @@ def test_paired_tests_reject_bad_input(test) -> None:
         test([], [], seed=0)
     with pytest.raises(ValueError, match="NaN"):
         test([1.0, float("nan")], [1.0, 0.0], seed=0)
+
+
+def test_bootstrap_interval_of_a_hand_made_sample() -> None:
+    # 40 questions, 10 of them correct: mean 0.25, standard error sqrt(0.25 * 0.75 / 40) = 0.0685.
+    values = [1.0] * 10 + [0.0] * 30
+    interval = bootstrap_mean_ci(values, seed=3)
+    assert interval is not None
+    assert interval == bootstrap_mean_ci(values, seed=3)
+    # The percentile interval of a bootstrap mean lands close to the normal one, 0.25 +- 1.96 * 0.0685.
+    assert interval.low == pytest.approx(0.25 - 1.96 * 0.0685, abs=0.03)
+    assert interval.high == pytest.approx(0.25 + 1.96 * 0.0685, abs=0.03)
+    # Means of resampled 0/1 values are multiples of 1/40.
+    assert (40 * interval.low) == pytest.approx(round(40 * interval.low))
+    assert bootstrap_mean_ci([0.5] * 7, seed=0) == Interval(0.5, 0.5)
+    assert bootstrap_mean_ci([1.0], seed=0) is None
