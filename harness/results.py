@@ -134,6 +134,8 @@ class IngestRecord(BaseModel):
     memory_items: int
     memory_words: int = 0
     """Whitespace-separated words over the texts the memory holds: its footprint in any model's prompt."""
+    memory_tokens: int | None = None
+    """The same texts in tokens of the answering model; None when its backend cannot count (remote APIs)."""
     stats: dict[str, int] = Field(default_factory=dict)
     """The system's `memory_stats()` after ingesting this history."""
     error: str | None = None
@@ -161,6 +163,8 @@ class MemorySummary(BaseModel):
     items_per_history: float
     words_total: int = 0
     words_per_history: float = 0.0
+    tokens_total: int | None = None
+    """Tokens of the answering model over all histories' memories; None unless every history was counted."""
     stats: dict[str, int] = Field(default_factory=dict)
     """The systems' counters summed over histories (e.g. ADD/UPDATE/DELETE/NOOP, invalid outputs)."""
 

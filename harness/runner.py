@@ -54,7 +54,7 @@ from harness.scoring import (
 from harness.selection import stratified_subset
 from harness.system import MemorySystem, SystemContext, prompt_fingerprints
 from harness.task import DataOptions, TaskData
-from harness.types import Question, Sample, StageUsage, merge_usage
+from harness.types import MemoryItem, Question, Sample, StageUsage, merge_usage
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,7 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
             usage=ingest_usage,
             memory_items=len(memory),
             memory_words=sum(len(item.text.split()) for item in memory),
+            memory_tokens=_token_count(context.role("answer"), memory),
             stats=system.memory_stats(),
         )
     )
@@ -331,6 +332,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             merge_usage(usage, {JUDGE_ROLE: record.judge_usage})
     items = sum(i.memory_items for i in ingests)
     words = sum(i.memory_words for i in ingests)
+    token_counts = [i.memory_tokens for i in ingests]
     return {
         "counts": RunCounts(
             samples=len({r.sample_id for r in records}),
@@ -346,11 +348,17 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             items_per_history=round(items / len(ingests), 2) if ingests else 0.0,
             words_total=words,
             words_per_history=round(words / len(ingests), 2) if ingests else 0.0,
+            tokens_total=None if None in token_counts or not ingests else sum(t for t in token_counts if t is not None),
             stats=stats,
         ),
         "efficiency": _efficiency(usage, answered, spec.metrics),
         "judge_agreement": judge_agreement(answered, spec.metrics),
     }
+
+
+def _token_count(model: Model, memory: Sequence[MemoryItem]) -> int | None:
+    counts = [model.count_tokens(item.text) for item in memory]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: Sequence[str]) -> Efficiency | None:

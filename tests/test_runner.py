@@ -178,6 +178,7 @@ async def test_efficiency_counts_system_tokens_per_correct_answer_and_memory_wor
         len(json.loads(line)["text"].split()) for f in memory_dir.glob("*.jsonl") for line in f.read_text().splitlines()
     )
     assert result.memory is not None and result.memory.words_total == words > 0
+    assert result.memory.tokens_total == words  # the mock's tokenizer splits on whitespace
 
 
 async def test_two_judges_with_repeats_give_per_judge_scores_spread_and_agreement(tmp_path):
