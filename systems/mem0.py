@@ -13,6 +13,10 @@ Answering: the `memories_per_speaker` memories of each speaker most similar to t
 in all, as in Mem0's LoCoMo evaluation), rendered "<date>: <memory>" under "Memories of <speaker>:", then
 the shared short-answer prompt with role `answer`.
 
+`-S memory_source=turns` skips extraction and update: every dialogue turn becomes one memory ("<speaker>:
+<text>", dated, with its turn id), with no LLM call. It is the cheap bank the Memory-R1 trainers' CPU runs use
+(`trainers.memr1.banks`, source `turns`), so an Answer Agent trained on such banks is evaluated on one.
+
 Usage stages: `ingest` (extraction and update calls), `ingest_search` (retrievals of related memories while
 ingesting), `search` (one per question: retrieval of the candidates) and `answer`.
 """
@@ -25,14 +29,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.llm import GenerateConfig, usage_of
 from harness.system import SystemContext
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage, Turn, Usage
-from systems.memory_bank import MemoryBank, MissingMemory, Provenance
+from systems.memory_bank import MemoryBank, MissingMemory, Operation, Provenance
 from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS, MemoryManager, extract_facts
 from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
 
@@ -59,6 +63,8 @@ class Mem0Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    memory_source: Literal["extracted", "turns"] = "extracted"
+    """`extracted`: Mem0's LLM extraction and update; `turns`: one memory per dialogue turn, no LLM."""
     top_k_related: int = 5
     """Existing memories of the speaker shown to the update step with each new fact (Mem0 retrieves 5)."""
     memories_per_speaker: int = 30
@@ -94,6 +100,11 @@ async def gather_or_cancel(awaitables: Sequence[Awaitable[T]]) -> list[T]:
 def message_pairs(turns: Sequence[Turn]) -> list[tuple[Turn, ...]]:
     """Turns 2i and 2i+1 of a session (the last pair of an odd session has one turn)."""
     return [tuple(turns[i : i + 2]) for i in range(0, len(turns), 2)]
+
+
+def turn_memory_text(turn: Turn) -> str:
+    """A turn as a memory of the `turns` source."""
+    return f"{turn.speaker}: {turn.text}"
 
 
 def render_memory(item: MemoryItem) -> str:
@@ -132,6 +143,8 @@ class Mem0System:
         self.invalid_outputs: list[InvalidOutput] = []
 
     async def ingest(self, session: Session) -> StageUsage:
+        if self.options.memory_source == "turns":
+            return await self._ingest_turns(session)
         usage: StageUsage = {"ingest": Usage(), "ingest_search": Usage()}
         jobs = [
             (pair, speaker)
@@ -157,6 +170,18 @@ class Mem0System:
             for fact in extraction.extracted.facts:
                 await self._update_with_fact(fact, provenance, usage)
         return usage
+
+    async def _ingest_turns(self, session: Session) -> StageUsage:
+        for turn in session.turns:
+            provenance = Provenance(
+                speaker=turn.speaker,
+                timestamp=session.date,
+                session_id=session.session_id,
+                source_turn_ids=(turn.turn_id,),
+            )
+            await self.bank.apply(Operation(event="ADD", text=turn_memory_text(turn)), provenance)
+            self.counts["ADD"] += 1
+        return {}
 
     async def _update_with_fact(self, fact: str, provenance: Provenance, usage: StageUsage) -> None:
         """Retrieve the speaker's memories related to `fact`, ask the manager, apply its operations."""

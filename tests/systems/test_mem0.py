@@ -187,3 +187,18 @@ async def test_options_are_coerced_from_strings_and_validated():
     assert system.options.top_k_related == 3 and system.options.memories_per_speaker == 10
     with pytest.raises(ValidationError):
         build(MockBackend(), top_k="3")
+
+
+async def test_turns_source_keeps_one_dated_memory_per_turn_without_any_llm_call():
+    backend = MockBackend(responder=responder())
+    system = build(backend, memory_source="turns")
+    for session in SESSIONS:
+        assert await system.ingest(session) == {}
+    memories = system.memory_dump()
+    assert backend.calls == []
+    assert [m.text for m in memories] == [f"{t.speaker}: {t.text}" for s in SESSIONS for t in s.turns]
+    assert [(m.speaker, m.timestamp, m.source_turn_ids) for m in memories[:2]] == [
+        ("Alice", "1 May 2023", ["D1:1"]),
+        ("Bob", "1 May 2023", ["D1:2"]),
+    ]
+    assert system.memory_stats()["ADD"] == 5

@@ -42,6 +42,7 @@ from harness.llm.cache import CallCache, default_cache_path
 from harness.paths import cache_root
 from harness.system import SystemContext
 from harness.types import Conversation, MemoryItem, Session, Turn
+from systems.mem0 import turn_memory_text
 from systems.memory_bank import MemoryBank, Operation, Provenance
 from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
 from systems.memr1.system import MemR1System
@@ -90,11 +91,6 @@ def window_before(turns: Sequence[PlacedTurn], end: int, window_turns: int) -> l
     if start < end and turns[start].position % 2:
         start += 1
     return list(turns[start:end])
-
-
-def turn_memory_text(turn: Turn) -> str:
-    """A turn as a memory or a fact in the `turns` source."""
-    return f"{turn.speaker}: {turn.text}"
 
 
 class MemoEmbedder:
@@ -281,11 +277,18 @@ class _RetrievalOnly:
         return None
 
 
-def answering_system(bank: MemoryBank, speakers: Sequence[str], answer_model: Model | None = None) -> MemR1System:
-    """The `memr1` system answering from `bank`: its `candidates` are the Answer Agent's retrieval (30 memories
-    per speaker, in the system's order) and its `answer` is the Answer Agent itself, run by `answer_model`."""
+def answering_system(
+    bank: MemoryBank,
+    speakers: Sequence[str],
+    answer_model: Model | None = None,
+    memories_per_speaker: int | None = None,
+) -> MemR1System:
+    """The `memr1` system answering from `bank`: its `candidates` are the Answer Agent's retrieval
+    (`memories_per_speaker` per speaker, the system's `-S memories_per_speaker`, default 30; in the system's order)
+    and its `answer` is the Answer Agent itself, run by `answer_model`."""
     model = answer_model or Model(_RetrievalOnly(), spec="none")
     context = SystemContext(roles={"model": model}, speakers=tuple(speakers), embedder_factory=lambda: bank.embedder)
-    system = MemR1System(context)
+    options = {} if memories_per_speaker is None else {"memories_per_speaker": str(memories_per_speaker)}
+    system = MemR1System(context, **options)
     system.bank = bank
     return system

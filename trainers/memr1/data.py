@@ -32,11 +32,12 @@ from harness.llm import Message
 from harness.plugins import TASKS
 from harness.task import DataOptions
 from harness.types import MemoryItem, Question, Sample
+from systems.mem0 import turn_memory_text
 from systems.memory_bank import MemoryBank
 from systems.memory_ops import extract_facts
 from systems.memr1 import build_answer_agent_messages, build_manager_messages
 from systems.memr1.system import MemR1System
-from trainers.memr1.banks import BankBuilder, PlacedTurn, answering_system, placed_turns, turn_memory_text
+from trainers.memr1.banks import BankBuilder, PlacedTurn, answering_system, placed_turns
 from trainers.memr1.sync import run_sync
 
 log = logging.getLogger(__name__)
@@ -115,20 +116,25 @@ async def answer_example(system: MemR1System, question: Question, conversation_i
     )
 
 
-async def build_answer_examples(samples: Sequence[Sample], banks: BankBuilder) -> list[AnswerExample]:
-    """One example per question, each over the bank of its whole conversation."""
+async def build_answer_examples(
+    samples: Sequence[Sample], banks: BankBuilder, memories_per_speaker: int | None = None
+) -> list[AnswerExample]:
+    """One example per question, each over the bank of its whole conversation (`memories_per_speaker` candidates
+    per speaker; default the system's 30)."""
     examples: list[AnswerExample] = []
     for sample in samples:
         built = await banks.whole(sample.conversation)
-        system = answering_system(built.bank, sample.conversation.speakers)
+        system = answering_system(built.bank, sample.conversation.speakers, memories_per_speaker=memories_per_speaker)
         jobs = [answer_example(system, question, sample.sample_id) for question in sample.questions]
         examples.extend(await asyncio.gather(*jobs))
     return examples
 
 
-def answer_agent_examples(split: str, banks: BankBuilder, data: DataOptions | None = None) -> list[AnswerExample]:
+def answer_agent_examples(
+    split: str, banks: BankBuilder, data: DataOptions | None = None, memories_per_speaker: int | None = None
+) -> list[AnswerExample]:
     """The Answer Agent examples of one LoCoMo split (sync; see `build_answer_examples`)."""
-    return run_sync(build_answer_examples(load_locomo_split(split, data), banks))
+    return run_sync(build_answer_examples(load_locomo_split(split, data), banks, memories_per_speaker))
 
 
 # --- Memory Manager -------------------------------------------------------------------------------------------
