@@ -4,6 +4,13 @@
   cached on disk.
 - `data`: Answer Agent examples and Memory Manager episodes on LoCoMo's Memory-R1 split, as TRL rows.
 - `rewards`: exact-match rewards in TRL's reward-function convention.
+
+The training layer (torch, transformers, TRL and peft, imported only when a trainer runs; not re-exported here):
+- `config`: `TrainConfig` (YAML / JSON, `configs/`); `result`: `TrainResult`;
+- `model_io`: `load_policy`, `peft_config`, `save_checkpoint` / `save_trained` (+ `train_meta.json`);
+- `evaluation`: dataset rows, the reward function, greedy validation EM and its `TrainerCallback`;
+- `training`: TrainingArguments fields, log history, the train_meta record;
+- `grpo`, `ppo`, `sft`: `train_grpo`, `train_ppo`, `train_sft`; `cli` / `__main__`: `python -m trainers.memr1`.
 """
 
 from trainers.memr1.banks import BankBuilder, BankConfig, BankSource, BuiltBank, load_bank

@@ -82,17 +82,25 @@ class ManagerReward:
 
     __name__ = "manager_reward"
 
-    def __init__(self, answer_model: Model, embedder: Embedder) -> None:
+    def __init__(self, answer_model: Model, embedder: Embedder, memories_per_speaker: int | None = None) -> None:
         self.answer_model = answer_model
         self.embedder = memo_embedder(embedder)
+        self.memories_per_speaker = memories_per_speaker
+        """The frozen Answer Agent's candidates per speaker (None: the memr1 system's default, 30)."""
 
     @classmethod
     def from_specs(
-        cls, answer_model: str, embedder: str = DEFAULT_EMBEDDER_SPEC, *, use_cache: bool = True
+        cls,
+        answer_model: str,
+        embedder: str = DEFAULT_EMBEDDER_SPEC,
+        *,
+        use_cache: bool = True,
+        memories_per_speaker: int | None = None,
     ) -> ManagerReward:
         """With the frozen Answer Agent `answer_model` (a model spec), through the persistent LLM-call cache."""
         cache = CallCache(default_cache_path()) if use_cache else None
-        return cls(build_model(answer_model, cache=cache), build_embedder(embedder, use_cache=use_cache))
+        model = build_model(answer_model, cache=cache)
+        return cls(model, build_embedder(embedder, use_cache=use_cache), memories_per_speaker)
 
     async def updated_bank(self, episode: ManagerEpisode, reply: str) -> MemoryBank:
         """The episode's starting bank after the decision `reply` (a manager completion)."""
@@ -108,7 +116,7 @@ class ManagerReward:
 
     async def score(self, episode: ManagerEpisode, completion: CompletionLike) -> float:
         bank = await self.updated_bank(episode, completion_text(completion))
-        system = answering_system(bank, episode.speakers, self.answer_model)
+        system = answering_system(bank, episode.speakers, self.answer_model, self.memories_per_speaker)
         predictions = await asyncio.gather(
             *(system.answer(Query(question_id=q.question_id, text=q.text)) for q in episode.questions)
         )

