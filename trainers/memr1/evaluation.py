@@ -76,10 +76,15 @@ def reward_function(agent: Agent, config: TrainConfig) -> RewardFunction:
     )
 
 
+def query_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The token ids of a chat prompt with the generation prompt, as `greedy_completions` encodes it. (Templating
+    to text first: `apply_chat_template(tokenize=True)` returns a dict of encodings in transformers 5.)"""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def prompt_lengths(rows: Sequence[Row], tokenizer: Any) -> list[int]:
-    return [
-        len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)) for row in rows
-    ]
+    return [len(query_ids(tokenizer, row["prompt"])) for row in rows]
 
 
 def drop_long_prompts(rows: list[Row], tokenizer: Any, max_prompt_length: int) -> list[Row]:

@@ -47,6 +47,7 @@ from trainers.memr1.config import TrainConfig
 from trainers.memr1.evaluation import (
     RewardFunction,
     Row,
+    query_ids,
     reward_function,
     score_replies,
     training_rows,
@@ -64,12 +65,6 @@ TRL_LOSS_KEYS = ("loss/policy_avg", "loss/value_avg")
 
 
 # --- The rule-based reward as a TRL reward model ----------------------------------------------------------------
-
-
-def query_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The token ids of a chat prompt with the generation prompt, as `evaluation.greedy_completions` encodes it."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class QueryIndex:

@@ -37,9 +37,20 @@ def trainer_arguments(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
         "report_to": "none",
         "dataloader_pin_memory": cuda_available(),
         "disable_tqdm": False,
-        # Passed only when on: transformers 5 warns that the name is deprecated whenever it is given.
-        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        # Always given: TRL's configs default to checkpointing on, which costs a forward pass a step.
+        checkpointing_argument(): config.gradient_checkpointing,
     }
+
+
+def checkpointing_argument() -> str:
+    """The TrainingArguments name of activation (gradient) checkpointing: transformers 5 renamed it and warns on
+    the old name, which is the only one before."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {field.name for field in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def logged_steps(log_history: Sequence[dict[str, Any]]) -> list[LoggedStep]:
