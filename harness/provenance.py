@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -39,9 +40,10 @@ def git_sha() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: Sequence[str] = RECORDED_PACKAGES) -> dict[str, str]:
+    """The installed version of each of `names` (those not installed are left out)."""
     found = {}
-    for name in RECORDED_PACKAGES:
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -16,6 +16,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # for `support`, the helpers test modules share
+from support import require_smollm2_gguf  # noqa: E402
 
 # Nothing in the tests may reach the network: no hub downloads, no litellm price-map fetch.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -40,6 +41,29 @@ def shared_data_dir(request: pytest.FixtureRequest) -> Path:
         if not (root / relative).is_file():
             pytest.skip(f"real data file {root / relative} is absent (set HARNESS_DATA_DIR to its folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 converted to a Hugging Face directory once per session, into the private cache that
+    `_private_llm_cache` points at (session fixtures run before it, so the variable is set here too):
+    `gguf:smollm2-135m` then resolves to it."""
+    from harness.llm.gguf_convert import hf_dir_from_gguf
+
+    gguf = require_smollm2_gguf()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+        return hf_dir_from_gguf(gguf)
+
+
+@pytest.fixture
+def one_faiss_thread() -> Iterator[None]:
+    """faiss's OpenMP threads cost ~10 ms per single-vector search on a small CPU; one thread is ~100x faster."""
+    faiss = pytest.importorskip("faiss")
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
 
 
 LLAMA_SERVER_START_TIMEOUT_S = 120.0

