@@ -86,6 +86,15 @@ def test_model_specs_resolve(monkeypatch):
     assert model_location("hf") == "<gguf:smollm2-135m>"
 
 
+def test_checkpointing_follows_the_config_not_trls_default(tmp_path):
+    pytest.importorskip("trl")
+    from trainers.memr1.grpo import grpo_arguments
+
+    for wanted in (False, True):
+        args = grpo_arguments(TrainConfig(bf16=False, use_vllm=False, gradient_checkpointing=wanted), tmp_path)
+        assert args.gradient_checkpointing is wanted  # TRL's GRPOConfig defaults it to True
+
+
 def test_logged_steps_read_trl_history():
     history = [
         {"loss": 0.5, "reward": 0.25, "grad_norm": 1.0, "step": 1, "epoch": 0.5},
