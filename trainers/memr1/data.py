@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -38,11 +37,9 @@ from systems.memory_ops import extract_facts
 from systems.memr1 import build_answer_agent_messages, build_manager_messages
 from systems.memr1.system import MemR1System
 from trainers.memr1.banks import BankBuilder, PlacedTurn, answering_system, placed_turns
-from trainers.memr1.sync import run_sync
+from trainers.memr1.sync import gather_bounded, run_sync
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MEMORY_R1_QUESTIONS = {"train": 152, "val": 81, "test": 1307}
 """Questions per split on the released locomo10.json (adversarial left out)."""
@@ -62,16 +59,6 @@ def load_locomo_split(split: str, data: DataOptions | None = None, **options: st
 def plain_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
     """Chat messages as plain dicts (a `prompt` column)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-async def _bounded(jobs: Sequence[Awaitable[T]], limit: int = MAX_CONCURRENT_BANKS) -> list[T]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(job: Awaitable[T]) -> T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(run(job) for job in jobs)))
 
 
 # --- Answer Agent ---------------------------------------------------------------------------------------------
@@ -318,7 +305,7 @@ async def build_manager_episodes(samples: Sequence[Sample], banks: BankBuilder) 
     by_turn, _ = evidence_turns(samples)
     placed = {(s.sample_id, p.turn.turn_id): (s, p) for s in samples for p in placed_turns(s.conversation)}
     jobs = [manager_episode(banks, *placed[key], questions) for key, questions in by_turn.items()]
-    return await _bounded(jobs)
+    return await gather_bounded(jobs, MAX_CONCURRENT_BANKS)
 
 
 def manager_episodes(split: str, banks: BankBuilder, data: DataOptions | None = None) -> list[ManagerEpisode]:

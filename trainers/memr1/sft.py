@@ -19,12 +19,12 @@ from harness.llm.build import build_model
 from harness.llm.cache import CallCache, default_cache_path
 from systems.memr1 import ANSWER_AGENT_CONFIG, MANAGER_CONFIG
 from trainers.memr1.config import TrainConfig
-from trainers.memr1.data import _bounded
+from trainers.memr1.data import MAX_CONCURRENT_BANKS
 from trainers.memr1.evaluation import RewardFunction, Row, prepare_rows, reward_function, score_replies
 from trainers.memr1.evaluation import val_em_callback as make_val_callback
 from trainers.memr1.model_io import load_policy, peft_config, save_trained
 from trainers.memr1.result import Agent, TrainResult
-from trainers.memr1.sync import run_sync
+from trainers.memr1.sync import gather_bounded, run_sync
 from trainers.memr1.training import make_result, train_meta, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def teacher_replies(teacher: Model, agent: Agent, rows: Sequence[Row]) -> list[s
     """The teacher's reply to each row's prompt, with the system's settings for `agent` (a failed call raises)."""
     config = ANSWER_AGENT_CONFIG if agent == "answer" else MANAGER_CONFIG
     jobs = [teacher.generate(list(row["prompt"]), config) for row in rows]
-    return [completion.text for completion in run_sync(_bounded(jobs))]
+    return [completion.text for completion in run_sync(gather_bounded(jobs, MAX_CONCURRENT_BANKS))]
 
 
 def teacher_examples(

@@ -1,4 +1,5 @@
-"""Run the trainers' async work (bank building, frozen Answer Agent calls) from synchronous callers.
+"""Run the trainers' async work (bank building, frozen Answer Agent calls) from synchronous callers, a bounded
+number of jobs at a time.
 
 TRL calls reward functions synchronously, sometimes from a thread whose event loop is already running (a
 notebook). `run_sync` hands the coroutine to one long-lived event loop on a daemon thread and waits for it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +41,14 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         coroutine.close()
         raise RuntimeError("run_sync called from the trainers' own event loop: await the coroutine instead")
     return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+async def gather_bounded(jobs: Sequence[Awaitable[T]], limit: int) -> list[T]:
+    """The results of `jobs`, in order, with at most `limit` of them awaited at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Awaitable[T]) -> T:
+        async with semaphore:
+            return await job
+
+    return list(await asyncio.gather(*(run(job) for job in jobs)))
