@@ -23,7 +23,7 @@ CPU_CONFIG = REPO_ROOT / "trainers" / "memr1" / "configs" / "cpu-smollm2.yaml"
 BASELINE = REPO_ROOT / "results" / "baselines" / "locomo-val-memr1-turns-smollm2"
 REQUIRED_DATA = ["locomo/locomo10.json"]
 EVALUATION = ["--task", "locomo", "--split", "val", "--limit", "10", "--system", "memr1", "--model", "mock"]
-EVALUATION += ["-S", "memory_source=turns", "-S", "memories_per_speaker=5", "-S", "max_answer_tokens=64"]
+EVALUATION += ["-S", "memory_source=turns", "-S", "memories_per_speaker=2", "-S", "max_answer_tokens=64"]
 EVALUATION += ["--metric", "exact_match", "--metric", "f1"]
 
 
@@ -34,11 +34,10 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def one_step_config(path: Path, data_dir: Path) -> Path:
-    """cpu-smollm2.yaml cut to one step on 2 train and 2 val questions, 8-token completions and 1 candidate per
-    speaker (a step's cost grows with the prompt: ~20 s here against ~50 s with the file's 5)."""
+    """cpu-smollm2.yaml cut to one step on 2 train and 2 val questions, with 8-token completions."""
     config = yaml.safe_load(CPU_CONFIG.read_text())
     config.update(max_steps=1, max_completion_length=8, eval_max_new_tokens=8)
-    config["data"].update(limit_train=2, limit_val=2, candidates_per_speaker=1, data_dir=str(data_dir))
+    config["data"].update(limit_train=2, limit_val=2, data_dir=str(data_dir))
     path.write_text(yaml.safe_dump(config))
     return path
 
