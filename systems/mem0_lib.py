@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.llm import BackendInfo, GenerateConfig, LLMCallFailed, usage_of
 from harness.llm.providers.openai_compat import LOCAL_API_KEY, SERVER_KEY_ENV
+from harness.model_loading import MODEL_LOAD_LOCK
 from harness.paths import cache_root
 from harness.system import SystemContext
 from harness.types import MemoryEvent, MemoryItem, Prediction, Query, Session, StageUsage, Turn, Usage
@@ -224,14 +225,15 @@ class Mem0LibSystem:
             "embedding_model_dims": self.options.embedding_dims,
         }
         embedder = {"model": self.embedder_model, "embedding_dims": self.options.embedding_dims}
-        memory = self._memory_class.from_config(
-            {
-                "vector_store": {"provider": "faiss", "config": vector_store},
-                "embedder": {"provider": "huggingface", "config": embedder},
-                "llm": llm,
-                "history_db_path": f"{folder}/history.db",
-            }
-        )
+        with MODEL_LOAD_LOCK:  # mem0 loads its sentence-transformers embedder here
+            memory = self._memory_class.from_config(
+                {
+                    "vector_store": {"provider": "faiss", "config": vector_store},
+                    "embedder": {"provider": "huggingface", "config": embedder},
+                    "llm": llm,
+                    "history_db_path": f"{folder}/history.db",
+                }
+            )
         memory.llm.generate_response = self.meter.wrap(memory.llm.generate_response)
         return memory
 

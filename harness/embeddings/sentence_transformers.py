@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.embeddings.base import EmbedderInfo
+from harness.model_loading import MODEL_LOAD_LOCK
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -79,7 +80,8 @@ def _load(source: str, device: str | None) -> _LoadedModel:
             was_enabled = transformers_logging.is_progress_bar_enabled()
             transformers_logging.disable_progress_bar()
             try:
-                loaded = _LoadedModel(SentenceTransformer(source, device=device))
+                with MODEL_LOAD_LOCK:
+                    loaded = _LoadedModel(SentenceTransformer(source, device=device))
             finally:
                 if was_enabled:
                     transformers_logging.enable_progress_bar()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from harness.llm.base import LLMError
 from harness.llm.providers.llamacpp import resolve_model_path
+from harness.model_loading import MODEL_LOAD_LOCK
 from harness.paths import cache_root
 
 GGUF_PREFIX = "gguf:"
@@ -85,7 +86,7 @@ def hf_dir_from_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -
         raise LLMError(f"GGUF file not found: {source}")
     target = Path(out_dir).expanduser() if out_dir is not None else default_hf_dir(source)
     sha = gguf_sha256(source)
-    with _convert_lock:
+    with _convert_lock, MODEL_LOAD_LOCK:
         recorded = _cached_source(target)
         if recorded is not None and recorded.get("sha256") == sha:
             return target

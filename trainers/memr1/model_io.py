@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.llm.gguf_convert import GGUF_PREFIX, resolve_hf_model
 from harness.llm.providers.hf import adapter_base
+from harness.model_loading import MODEL_LOAD_LOCK
 from harness.provenance import git_sha, package_versions
 from trainers.memr1.config import TrainConfig
 
@@ -75,11 +76,12 @@ def load_policy(model_spec: str, config: TrainConfig) -> tuple[Any, Any, str]:
     location = model_location(model_spec)
     base = adapter_base(location)
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(base or location, dtype=torch_dtype(config))
-    if base is not None:
-        from peft import PeftModel
+    with MODEL_LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(base or location, dtype=torch_dtype(config))
+        if base is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, location).merge_and_unload()
+            model = PeftModel.from_pretrained(model, location).merge_and_unload()
     # A model read straight from a GGUF keeps its quantizer although its weights are plain (MACHINE_NOTES).
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None

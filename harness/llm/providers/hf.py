@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
 from harness.llm.gguf_convert import GGUF_PREFIX, resolve_hf_model
+from harness.model_loading import MODEL_LOAD_LOCK
 
 DEFAULT_MODEL = f"{GGUF_PREFIX}smollm2-135m"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -189,13 +190,14 @@ class HFBackend:
         peft_model = self._peft_model_class() if self.base is not None else None
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, self._dtype) if self._dtype else (torch.bfloat16 if device != "cpu" else torch.float32)
-        try:
-            model: Any = AutoModelForCausalLM.from_pretrained(self.base or self.location, dtype=dtype)
-        except OSError as error:
-            raise LLMError(f"hf:{self.info.model}: cannot load {self.base or self.location}: {error}") from error
-        if peft_model is not None:
-            # Merged: inference then costs what the base model costs, with no adapter matmuls per layer.
-            model = peft_model.from_pretrained(model, self.location).merge_and_unload()
+        with MODEL_LOAD_LOCK:
+            try:
+                model: Any = AutoModelForCausalLM.from_pretrained(self.base or self.location, dtype=dtype)
+            except OSError as error:
+                raise LLMError(f"hf:{self.info.model}: cannot load {self.base or self.location}: {error}") from error
+            if peft_model is not None:
+                # Merged: inference then costs what the base model costs, with no adapter matmuls per layer.
+                model = peft_model.from_pretrained(model, self.location).merge_and_unload()
         self._model = model.to(device).eval()
         self.info.extra["device"] = device
         self.info.extra["dtype"] = str(dtype).removeprefix("torch.")
