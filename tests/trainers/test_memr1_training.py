@@ -64,8 +64,10 @@ def test_overrides_and_unknown_keys(tmp_path):
     config = load_train_config(CONFIGS / "cpu-smollm2.yaml", max_steps=7, **{"data.limit_train": 3, "seed": None})
     assert (config.max_steps, config.data.limit_train, config.seed) == (7, 3, 0)
     (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": 1e-5, "lora": {"rank": 4}}))
-    with pytest.raises(ValueError, match="rank"):
+    with pytest.raises(ValueError, match=r"bad.json: lora.rank: Extra inputs are not permitted \(got 4\)"):
         load_train_config(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="no such file"):
+        load_train_config(tmp_path / "missing.yaml")
     assert TrainConfig(use_vllm=True).resolved_use_vllm()
 
 
@@ -76,6 +78,17 @@ def test_cli_flags_override_the_config():
     config = config_of(args)
     assert (config.max_steps, config.data.limit_val, config.sft.teacher, config.seed) == (5, 2, "mock", 3)
     assert config.data.limit_train == 8  # from the file
+
+
+def test_cli_names_the_bad_config_field(tmp_path, capsys):
+    from trainers.memr1.cli import main
+
+    (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
+    assert (
+        main(["grpo", "--agent", "answer", "--model", "x", "--config", str(tmp_path / "bad.yaml"), "--output", "o"])
+        == 2
+    )
+    assert "bad.yaml: learning_rate: Input should be a valid number" in capsys.readouterr().err
 
 
 def test_model_specs_resolve(monkeypatch):

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.embeddings.base import DEFAULT_EMBEDDER_SPEC
 from harness.llm.spec import DEFAULT_MODEL_SPEC
@@ -182,6 +182,8 @@ def load_train_config(path: str | Path | None = None, **overrides: object) -> Tr
     e.g. `data.limit_train=4`; None values are ignored) applied."""
     raw: dict[str, object] = {}
     if path is not None:
+        if not Path(path).is_file():
+            raise ValueError(f"training config {path}: no such file (see trainers/memr1/configs/ for examples)")
         text = Path(path).read_text()
         if str(path).endswith(".json"):
             raw = dict(json.loads(text))
@@ -200,4 +202,11 @@ def load_train_config(path: str | Path | None = None, **overrides: object) -> Tr
                 raise ValueError(f"cannot override {key}: {parent} is not a section")
             node = child
         node[leaf] = value
-    return TrainConfig.model_validate(raw)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']} (got {issue.get('input')!r})"
+            for issue in error.errors()
+        )
+        raise ValueError(f"training config {path or '(defaults)'}: {problems}") from error
