@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
 
 from harness.llm.base import Completion, GenerateConfig, Message
+from harness.paths import cache_root
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -31,11 +31,7 @@ CREATE TABLE IF NOT EXISTS calls (
 
 
 def default_cache_path() -> Path:
-    root = (
-        os.environ.get("HARNESS_CACHE_DIR")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "memory-harness"
-    )
-    return Path(root) / "llm_calls.sqlite"
+    return cache_root() / "llm_calls.sqlite"
 
 
 def request_document(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> str:

@@ -153,8 +153,9 @@ def _convert(source: Path, target: Path, sha: str) -> None:
 def resolve_hf_model(spec_model: str) -> str:
     """What `from_pretrained` should load for a model name.
 
-    `gguf:NAME` (NAME as `llamacpp:NAME` takes it: `smollm2-135m` or a `.gguf` path) and a bare `.gguf` path
-    become the converted directory (converting on first use); a directory or hub id is returned unchanged.
+    `gguf:NAME` (NAME as `llamacpp:NAME` takes it: an embedded model's alias such as `smollm2-135m` or
+    `qwen2.5-coder-0.5b`, or a `.gguf` path) and a bare `.gguf` path become the converted directory (converting
+    on first use); a directory or hub id is returned unchanged.
     """
     if spec_model.startswith(GGUF_PREFIX):
         gguf_name = spec_model.removeprefix(GGUF_PREFIX)
