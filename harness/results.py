@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from harness.llm.structured import StructuredOutputs
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
 from harness.types import JSONScalar, MemoryItem, Prediction, Question, ScoreDetail, StageUsage, Usage
@@ -39,6 +40,9 @@ class RoleInfo(BaseModel):
     context_window: int | None = None
     price: str | None = None
     """Where its dollar price comes from (`harness.llm.pricing`); None when unknown."""
+    structured_outputs: StructuredOutputs | None = None
+    """What its backend does with a call's JSON schema: `enforced`, `requested`, `validated` or `unconstrained`
+    (`harness.llm.structured`); None in runs made before this was recorded."""
 
 
 class RunSpec(BaseModel):
@@ -126,6 +130,9 @@ class QuestionRecord(BaseModel):
         )
 
 
+SnapshotOutcome = Literal["built", "reused", "rebuilt"]
+
+
 class IngestRecord(BaseModel):
     """One line of `ingest.jsonl`: the cost of ingesting one history."""
 
@@ -138,6 +145,9 @@ class IngestRecord(BaseModel):
     """The same texts in tokens of the answering model; None when its backend cannot count (remote APIs)."""
     stats: dict[str, int] = Field(default_factory=dict)
     """The system's `memory_stats()` after ingesting this history."""
+    snapshot: SnapshotOutcome | None = None
+    """The memory was ingested and stored (`built`), restored without ingesting (`reused`), or ingested again
+    because the stored one was stale or corrupt (`rebuilt`); None: the system keeps no snapshots."""
     error: str | None = None
 
 
@@ -167,6 +177,8 @@ class MemorySummary(BaseModel):
     """Tokens of the answering model over all histories' memories; None unless every history was counted."""
     stats: dict[str, int] = Field(default_factory=dict)
     """The systems' counters summed over histories (e.g. ADD/UPDATE/DELETE/NOOP, invalid outputs)."""
+    snapshots: dict[str, int] = Field(default_factory=dict)
+    """Histories per snapshot outcome (`built`, `reused`, `rebuilt`); empty for systems without snapshots."""
 
 
 class JudgeAgreement(BaseModel):

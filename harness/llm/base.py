@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
+from harness.llm.structured import JSONSchema, StructuredOutputs
+
 
 class Message(TypedDict):
     role: Literal["system", "user", "assistant"]
@@ -22,6 +24,8 @@ class GenerateConfig:
     seed: int | None = None
     json_mode: bool = False
     """Ask for a JSON object where the backend supports it (OpenAI `response_format`)."""
+    json_schema: JSONSchema | None = None
+    """A schema the reply must follow; enforced where the backend can (`BackendInfo.structured_outputs`)."""
 
     def sampling_options(self) -> dict[str, Any]:
         """The OpenAI chat-completions parameters of this config (less the token limit, whose name differs
@@ -33,7 +37,9 @@ class GenerateConfig:
             options["stop"] = list(self.stop)
         if self.seed is not None:
             options["seed"] = self.seed
-        if self.json_mode:
+        if self.json_schema is not None:
+            options["response_format"] = self.json_schema.openai_response_format()
+        elif self.json_mode:
             options["response_format"] = {"type": "json_object"}
         return options
 
@@ -78,6 +84,8 @@ class BackendInfo:
     """Tokens the model accepts, prompt + completion, when known."""
     max_concurrency: int | None = None
     """1 for single-slot local engines, which run best fed one history at a time."""
+    structured_outputs: StructuredOutputs = "unconstrained"
+    """What the backend does with `GenerateConfig.json_schema` (see `harness.llm.structured`)."""
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -28,8 +28,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
 
 from harness.llm import Completion, GenerateConfig, Message, Model, usage_of
+from harness.llm.structured import JSONSchema
 from harness.metrics.base import MetricContext
 from harness.types import Prediction, Question, Score, ScoreDetail, Usage
 
@@ -129,8 +133,33 @@ LONGMEMEVAL_PROMPTS: dict[str, str] = {
     "abstention": LONGMEMEVAL_ABSTENTION_PROMPT,
 }
 
-MEM0_CONFIG = GenerateConfig(max_tokens=256, temperature=0.0, json_mode=True)
-LONGMEMEVAL_CONFIG = GenerateConfig(max_tokens=10, temperature=0.0)
+
+class _Mem0Verdict(BaseModel):
+    label: Literal["CORRECT", "WRONG"]
+
+
+class _StrictVerdict(BaseModel):
+    reason: str
+    label: Literal["CORRECT", "WRONG"]
+
+
+class _YesNoVerdict(BaseModel):
+    answer: Literal["yes", "no"]
+
+
+# The schemas hold each prompt's own reply format, so an enforcing backend cannot write an unreadable verdict;
+# the parsers below still read free text from backends that cannot constrain. LongMemEval's prompts ask for a
+# bare yes/no: its schema wraps that word in an object (strict servers want an object at the root), which the
+# official rule ("yes" anywhere in the reply) reads unchanged.
+MEM0_CONFIG = GenerateConfig(
+    max_tokens=256, temperature=0.0, json_mode=True, json_schema=JSONSchema.of(_Mem0Verdict, name="verdict")
+)
+STRICT_CONFIG = GenerateConfig(
+    max_tokens=256, temperature=0.0, json_mode=True, json_schema=JSONSchema.of(_StrictVerdict, name="verdict")
+)
+LONGMEMEVAL_CONFIG = GenerateConfig(
+    max_tokens=10, temperature=0.0, json_schema=JSONSchema.of(_YesNoVerdict, name="verdict")
+)
 
 _VERDICT_WORD = re.compile(r"\b(CORRECT|WRONG)\b")
 _NO_WORD = re.compile(r"\bno\b")
@@ -222,7 +251,7 @@ class JudgeStyle:
 JUDGE_STYLES: dict[str, JudgeStyle] = {
     "mem0": JudgeStyle(mem0_prompt, parse_mem0_label, "CORRECT", MEM0_CONFIG),
     "longmemeval": JudgeStyle(longmemeval_prompt, parse_longmemeval_label, "yes", LONGMEMEVAL_CONFIG),
-    "strict": JudgeStyle(strict_prompt, parse_mem0_label, "CORRECT", MEM0_CONFIG),
+    "strict": JudgeStyle(strict_prompt, parse_mem0_label, "CORRECT", STRICT_CONFIG),
 }
 
 

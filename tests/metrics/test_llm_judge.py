@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.llm import GenerateConfig, LLMCallFailed, LLMError, Model
+from harness.llm import LLMCallFailed, LLMError, Model
 from harness.llm.providers.mock import MockBackend
 from harness.metrics.base import MetricContext
 from harness.metrics.llm_judge import (
@@ -21,7 +21,7 @@ from harness.types import JSONScalar, Prediction, Question
 
 
 def _judge(style: str, *replies: str | Exception) -> tuple[LLMJudge, MockBackend]:
-    backend = MockBackend(replies=replies)
+    backend = MockBackend(replies=replies, validate_schema=False)  # free-text verdicts: the lenient parsers
     judge = Model(backend, spec="mock", max_retries=0)
     metric = llm_judge(MetricContext(judges={"judge": judge}, judge_style=style))
     return metric, backend
@@ -177,20 +177,10 @@ def test_generation_settings() -> None:
     assert lme.style.config.max_tokens == 10 and lme.style.config.temperature == 0
 
 
-class SeedRecorder(MockBackend):
-    """Records the sampling config of each call, to check what repeats send."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.configs: list[GenerateConfig] = []
-
-    async def generate(self, messages, config):  # type: ignore[no-untyped-def]
-        self.configs.append(config)
-        return await super().generate(messages, config)
-
-
 async def test_repeats_grade_with_distinct_seeds_and_score_the_mean_verdict() -> None:
-    backend = SeedRecorder(replies=['{"label": "CORRECT"}', '{"label": "WRONG"}', "no verdict here"])
+    backend = MockBackend(
+        replies=['{"label": "CORRECT"}', '{"label": "WRONG"}', "no verdict here"], validate_schema=False
+    )
     context = MetricContext(
         judges={"judge": Model(backend, spec="mock", max_retries=0)}, judge_repeats=3, judge_temperature=0.7
     )
@@ -205,14 +195,14 @@ async def test_repeats_grade_with_distinct_seeds_and_score_the_mean_verdict() ->
 
 
 async def test_a_single_grading_keeps_the_prompts_own_config() -> None:
-    backend = SeedRecorder(replies=['{"label": "CORRECT"}'])
+    backend = MockBackend(replies=['{"label": "CORRECT"}'])
     await llm_judge(MetricContext(judges={"judge": Model(backend, spec="mock")})).score(_question(), _prediction())
     assert backend.configs == [MEM0_CONFIG]  # same cache key as before repeats existed
 
 
 async def test_strict_prompt_asks_for_the_same_fact_and_keeps_the_rationale() -> None:
     reply = '{"reason": "The answer names a different gift.", "label": "WRONG"}'
-    backend = MockBackend(replies=[reply])
+    backend = MockBackend(replies=[reply], validate_schema=False)
     metric = llm_judge_strict(MetricContext(judges={"judge": Model(backend, spec="mock")}, judge_style="longmemeval"))
     score = await metric.score(_question(), _prediction("A hat"))
     prompt = backend.calls[0][0]["content"]

@@ -11,6 +11,7 @@ import os
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
 from harness.llm.providers.openai_compat import DEFAULT_TIMEOUT_S, classify_api_error, resolve_api_key
+from harness.llm.structured import StructuredOutputs
 
 # litellm fetches its model price map from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -20,6 +21,16 @@ import openai
 
 # Otherwise every exception also prints litellm's "Give Feedback / Get Help" banner to stdout.
 litellm.suppress_debug_info = True
+
+
+def _schema_support(model: str) -> StructuredOutputs:
+    """`enforced` where litellm's model table says the provider honours `response_format` schemas; else the
+    schema is still passed on (`requested`), and whether it was honoured is unknown."""
+    try:
+        supported = litellm.supports_response_schema(model=model)
+    except Exception:  # litellm raises assorted errors for models its table does not know
+        supported = False
+    return "enforced" if supported else "requested"
 
 
 class LiteLLMBackend:
@@ -45,7 +56,9 @@ class LiteLLMBackend:
             raise LLMError(
                 "the litellm backend needs a model name: litellm:PROVIDER/MODEL (e.g. gemini/gemini-2.0-flash)"
             )
-        self.info = BackendInfo(provider="litellm", model=model, base_url=base_url)
+        self.info = BackendInfo(
+            provider="litellm", model=model, base_url=base_url, structured_outputs=_schema_support(model)
+        )
         self._api_key = api_key
         if base_url is not None:
             # As for the openai backend: a provider's own key is never sent to a server named in the spec.

