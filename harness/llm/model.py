@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import time
@@ -11,6 +10,7 @@ from harness.llm.base import Backend, Completion, GenerateConfig, Message
 from harness.llm.cache import CallCache, request_document
 from harness.llm.pricing import Price, price_of
 from harness.llm.retry import call_with_retries
+from harness.llm.slots import CallSlots
 from harness.types import Usage
 
 
@@ -36,7 +36,10 @@ class Model:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         slots = backend.info.max_concurrency or max_concurrency
-        self._semaphore = asyncio.Semaphore(min(slots, max_concurrency))
+        self.max_concurrency = min(slots, max_concurrency)
+        """Calls this model runs at once (1 on single-slot local engines)."""
+        self.slots = CallSlots(self.max_concurrency)
+        """Calls in flight; chains on the critical path can reserve slots and go before background calls."""
 
     @property
     def info(self):
@@ -47,19 +50,25 @@ class Model:
         info = self.backend.info
         return price_of(info.provider, info.model, info.base_url)
 
-    def _identity(self) -> dict[str, str | None]:
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """What decides this model's replies to a request: the cache key's backend part."""
         info = self.backend.info
         return {"provider": info.provider, "model": info.model, "base_url": info.base_url}
 
-    async def generate(self, messages: list[Message], config: GenerateConfig | None = None) -> Completion:
+    async def generate(
+        self, messages: list[Message], config: GenerateConfig | None = None, *, background: bool = False
+    ) -> Completion:
+        """One completion. A `background` call may wait: it runs only when no other call waits for a slot and
+        no reserved slot is idle (see `CallSlots`)."""
         config = config or GenerateConfig()
         if self.cache is None or not config.deterministic:
-            return self._priced(await self._call_with_retries(messages, config))
-        request = request_document(self._identity(), messages, config)
+            return self._priced(await self._call_with_retries(messages, config, background))
+        request = request_document(self.identity, messages, config)
         hit = self.cache.get(request)
         if hit is not None:
             return self._priced(hit)
-        completion = await self._call_with_retries(messages, config)
+        completion = await self._call_with_retries(messages, config, background)
         self.cache.put(request, completion)
         return self._priced(completion)
 
@@ -71,9 +80,9 @@ class Model:
             completion, cost_usd=self.price.cost(completion.prompt_tokens, completion.completion_tokens)
         )
 
-    async def _call_with_retries(self, messages: list[Message], config: GenerateConfig) -> Completion:
+    async def _call_with_retries(self, messages: list[Message], config: GenerateConfig, background: bool) -> Completion:
         async def attempt() -> Completion:
-            async with self._semaphore:
+            async with self.slots.slot(background=background):
                 start = time.perf_counter()
                 completion = await self.backend.generate(messages, config)
                 latency = time.perf_counter() - start
