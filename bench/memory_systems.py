@@ -1,15 +1,21 @@
-"""Benchmark: what memory systems cost on real LoCoMo with the embedded models.
+"""Benchmark: how `mem0` / `memr1` ingestion does on a real LoCoMo history with the embedded models.
 
-Runs `rag`, `mem0` and `memr1` (SmolLM2-135M through llama.cpp, all-MiniLM-L6-v2 embeddings) on the Memory-R1
-test split, cut to `--conversations` conversations and their first `--sessions` sessions (full ingestion of
-all 8 test conversations takes hours on 2 CPU cores), and reports per conversation: ingestion LLM calls and
-tokens, memory bank size and operation counts; plus embedding throughput (per-session batches, as systems
-embed, against one batch of the whole history: the reference measured in the same run) and retrieval latency
-p50/p95 (as a multiple of one query embedding, measured in the same run).
+For each embedded model and each granularity (extraction unit / manager unit), one history (default conv-26,
+the Memory-R1 train conversation, cut to `--sessions` sessions; 0 = whole) is ingested twice in the same run:
 
-    python bench/memory_systems.py --data-dir ../shared/data --conversations 1 --sessions 3 --questions 6
+- `new`: the system as it ships (JSON schemas enforced by llama.cpp's grammar, extraction ahead of the
+  updates, the speakers' update chains concurrent, facts embedded in batches);
+- `old`: the reference, `-S structured=false`: JSON mode without a schema, as the system ran before schemas
+  (on a single-slot local engine the ingestion order changes nothing else: every call runs one at a time).
 
-Writes the figures as JSON to `--out` (default bench/out/memory_systems.json) and prints a table.
+Per run: LLM calls, prompt and completion tokens, wall time, the share of valid extraction and manager replies,
+bank size per speaker, and evidence coverage: the share of the history's QA evidence turns that some memory
+cites among its source turns (what `evidence_recall@k` can at best find). Ratios are old / new.
+
+    python bench/memory_systems.py --data-dir ../shared/data --sessions 2 \
+        --models smollm2-135m,qwen2.5-coder-0.5b --granularities pair/fact,pair/turn
+
+Writes JSON to `--out` (default bench/out/memory_systems.json) and prints a table.
 """
 
 from __future__ import annotations
@@ -17,134 +23,117 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.embeddings.build import build_embedder
-from harness.plugins import TASKS
-from harness.results import RunDir
-from harness.runner import RunConfig, run
+from harness.llm.build import build_model
+from harness.plugins import SYSTEMS, TASKS
+from harness.system import SystemContext, ingest_history
 from harness.task import DataOptions
-from harness.types import Sample
-from systems.retrieval.chunking import chunk_by_turn
-
-SYSTEMS = ("rag", "mem0", "memr1")
+from harness.types import Sample, merge_usage
 
 
-def subset_file(data_dir: str, conversations: int, sessions: int, folder: Path) -> Path:
-    """A locomo10.json holding the first `conversations` test conversations cut to `sessions` sessions."""
-    source = Path(data_dir) / "locomo" / "locomo10.json"
-    raw = json.loads(source.read_text())
-    test = [c for c in raw if c["sample_id"] not in ("conv-26", "conv-30")][:conversations]
-    for conv in test:
-        keep = {f"session_{n}" for n in range(1, sessions + 1)}
-        dropped = [
-            k
-            for k in conv["conversation"]
-            if k.startswith("session_") and k.split("_")[1].isdigit() and "date" not in k and k not in keep
-        ]
-        for key in dropped:
-            del conv["conversation"][key]
-        kept_turns = {t["dia_id"] for k in keep for t in conv["conversation"].get(k, [])}
-        conv["qa"] = [q for q in conv["qa"] if q.get("evidence") and set(q["evidence"]) <= kept_turns]
-    path = folder / "locomo10.json"
-    path.write_text(json.dumps(test))
-    return path
+def history(data_dir: str, conversation: str, sessions: int) -> Sample:
+    samples = TASKS.get("locomo").load(DataOptions(data_dir=data_dir)).samples
+    sample = next(s for s in samples if s.sample_id == conversation)
+    if sessions:
+        cut = sample.conversation.model_copy(update={"sessions": sample.conversation.sessions[:sessions]})
+        sample = sample.model_copy(update={"conversation": cut})
+    return sample
 
 
-async def embedding_figures(samples: list[Sample]) -> dict[str, float]:
-    embedder = build_embedder("sentence-transformers:all-MiniLM-L6-v2", use_cache=False)
-    chunks = [c.text for s in samples for session in s.conversation.sessions for c in chunk_by_turn(session)]
-    await embedder.embed(chunks[:8])  # load the model outside the timings
+async def ingest_once(
+    sample: Sample, system_name: str, model: str, options: dict[str, str], embedder: Any
+) -> dict[str, Any]:
+    roles = {"model": build_model(f"llamacpp:{model}", cache=None, max_retries=1)}
+    context = SystemContext(roles=roles, speakers=sample.conversation.speakers, embedder_factory=lambda: embedder)
+    system = SYSTEMS.get(system_name)(context, **options)
     started = time.perf_counter()
-    for sample in samples:
-        for session in sample.conversation.sessions:
-            await embedder.embed([c.text for c in chunk_by_turn(session)])
-    per_session = time.perf_counter() - started
-    started = time.perf_counter()
-    await embedder.embed(chunks)
-    one_batch = time.perf_counter() - started
-    queries = [q.text for s in samples for q in s.questions][:50] or ["What did they talk about?"]
-    timings = []
-    for text in queries:
-        started = time.perf_counter()
-        await embedder.embed([text])
-        timings.append(time.perf_counter() - started)
+    usage = {}
+    merge_usage(usage, await ingest_history(system, sample.conversation.sessions))
+    wall = time.perf_counter() - started
+    stats = system.memory_stats()
+    memory = system.memory_dump()
+    cited = {turn for item in memory for turn in item.source_turn_ids}
+    evidence = {turn for q in sample.questions for turn in q.evidence}
+    ingest = usage.get("ingest")
+    await roles["model"].aclose()
     return {
-        "sentences": len(chunks),
-        "per_session_batches_sentences_per_s": round(len(chunks) / per_session, 1),
-        "one_batch_sentences_per_s": round(len(chunks) / one_batch, 1),
-        "per_session_vs_one_batch": round(one_batch / per_session, 3),
-        "query_embedding_p50_s": round(statistics.median(timings), 4),
+        "calls": ingest.calls if ingest else 0,
+        "prompt_tokens": ingest.prompt_tokens if ingest else 0,
+        "completion_tokens": ingest.completion_tokens if ingest else 0,
+        "wall_s": round(wall, 1),
+        "extraction_valid": _share(stats["extraction_calls"], stats["invalid_extraction_output"]),
+        "manager_valid": _share(stats["manager_calls"], stats["invalid_manager_output"]),
+        "extraction_calls": stats["extraction_calls"],
+        "manager_calls": stats["manager_calls"],
+        "facts": stats["facts_extracted"],
+        "operations": {op: stats[op] for op in ("ADD", "UPDATE", "DELETE", "NOOP")},
+        "bank": {speaker: sum(item.speaker == speaker for item in memory) for speaker in sample.conversation.speakers},
+        "evidence_coverage": round(len(evidence & cited) / len(evidence), 3) if evidence else None,
+        "example_memories": [item.text for item in memory[:3]],
     }
 
 
-def run_figures(run_dir: Path) -> dict[str, object]:
-    result = RunDir(run_dir).read_result()
-    per_conversation = []
-    for ingest in RunDir(run_dir).read_ingests():
-        usage = ingest.usage.get("ingest")
-        per_conversation.append(
-            {
-                "sample": ingest.sample_id,
-                "ingest_llm_calls": usage.calls if usage else 0,
-                "ingest_prompt_tokens": usage.prompt_tokens if usage else 0,
-                "ingest_completion_tokens": usage.completion_tokens if usage else 0,
-                "ingest_latency_s": round(usage.latency_s, 1) if usage else 0.0,
-                "memory_items": ingest.memory_items,
-                "stats": ingest.stats,
-            }
-        )
-    search = result.usage.get("search")
-    return {
-        "per_conversation": per_conversation,
-        "search_p50_s": search.latency_p50_s if search else None,
-        "search_p95_s": search.latency_p95_s if search else None,
-        "questions": result.counts.questions if result.counts else 0,
-        "failed": result.counts.failed if result.counts else 0,
-    }
+def _share(calls: int, invalid: int) -> float | None:
+    return round(1 - invalid / calls, 3) if calls else None
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--conversations", type=int, default=1)
-    parser.add_argument("--sessions", type=int, default=3)
-    parser.add_argument("--questions", type=int, default=6)
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS))
+    parser.add_argument("--conversation", default="conv-26")
+    parser.add_argument("--sessions", type=int, default=2, help="first N sessions; 0 = the whole history")
+    parser.add_argument("--system", default="memr1", choices=["mem0", "memr1"])
+    parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
+    parser.add_argument("--granularities", default="pair/fact,pair/turn", help="extraction_unit/manager_unit, ...")
+    parser.add_argument("--no-old", action="store_true", help="skip the structured=false reference")
     parser.add_argument("--out", default="bench/out/memory_systems.json")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        data_file = subset_file(args.data_dir, args.conversations, args.sessions, folder)
-        data = DataOptions(data_file=str(data_file))
-        samples = TASKS.get("locomo").load(data, split="test").samples
-        figures: dict[str, object] = {"setup": vars(args), "embedding": await embedding_figures(samples)}
-        for system in args.systems:
-            config = RunConfig(
-                task="locomo",
-                system=system,
-                task_options={"split": "test"},
-                data=data,
-                limit=args.questions,
-                output_dir=folder / "runs",
-                run_id=system,
-                use_cache=False,
-                metrics=["f1", "evidence_recall@10"],
-            )
-            started = time.perf_counter()
-            await run(config)
-            figures[system] = {
-                "wall_s": round(time.perf_counter() - started, 1),
-                **run_figures(folder / "runs" / "locomo" / system / system),
-            }
+    sample = history(args.data_dir, args.conversation, args.sessions)
+    embedder = build_embedder("sentence-transformers:all-MiniLM-L6-v2", use_cache=False)
+    await embedder.embed(["warm up"])
+    turns = sample.conversation.n_turns
+    print(f"{args.conversation}: {len(sample.conversation.sessions)} sessions, {turns} turns; system {args.system}")
+    rows = []
+    for model in args.models.split(","):
+        for granularity in args.granularities.split(","):
+            extraction_unit, manager_unit = granularity.split("/")
+            options = {"extraction_unit": extraction_unit, "manager_unit": manager_unit}
+            variants = [("new", options)] + ([] if args.no_old else [("old", {**options, "structured": "false"})])
+            for variant, opts in variants:
+                figures = await ingest_once(sample, args.system, model, opts, embedder)
+                rows.append({"model": model, "granularity": granularity, "variant": variant, **figures})
+                print(json.dumps(rows[-1]), flush=True)
+
+    print()
+    print(
+        f"{'model':20} {'granularity':12} {'variant':7} {'calls':>6} {'wall s':>7} {'extr ok':>7} {'mgr ok':>7} "
+        f"{'bank':>12} {'evid cov':>8}"
+    )
+    for row in rows:
+        bank = "/".join(str(n) for n in row["bank"].values())
+        print(
+            f"{row['model']:20} {row['granularity']:12} {row['variant']:7} {row['calls']:>6} {row['wall_s']:>7} "
+            f"{row['extraction_valid']!s:>7} {row['manager_valid']!s:>7} {bank:>12} {row['evidence_coverage']!s:>8}"
+        )
+    for new in (r for r in rows if r["variant"] == "new"):
+        old = next(
+            (
+                r
+                for r in rows
+                if r["variant"] == "old" and r["model"] == new["model"] and r["granularity"] == new["granularity"]
+            ),
+            None,
+        )
+        if old and new["wall_s"]:
+            print(f"{new['model']} {new['granularity']}: wall old/new = {old['wall_s'] / new['wall_s']:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
-    print(json.dumps(figures, indent=2))
+    out.write_text(json.dumps({"conversation": args.conversation, "sessions": args.sessions, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

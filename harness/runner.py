@@ -11,11 +11,13 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from harness import __version__
 from harness.embeddings.base import Embedder
@@ -39,6 +41,7 @@ from harness.results import (
     RunDir,
     RunResult,
     RunSpec,
+    SnapshotOutcome,
     now_iso,
     summarize_usage,
 )
@@ -52,7 +55,8 @@ from harness.scoring import (
     score_record,
 )
 from harness.selection import stratified_subset
-from harness.system import MemorySystem, SystemContext, prompt_fingerprints
+from harness.snapshots import SnapshotStore
+from harness.system import MemorySystem, Snapshotting, SystemContext, ingest_history, prompt_fingerprints
 from harness.task import DataOptions, TaskData
 from harness.types import MemoryItem, Question, Sample, StageUsage, merge_usage
 
@@ -88,6 +92,8 @@ class RunConfig(BaseModel):
     """LLM calls in flight per role."""
     max_samples: int | None = None
     """Histories processed at once; default 1 when a role runs on a single-slot local engine, else 4."""
+    snapshot_dir: Path | None = None
+    """Where memory snapshots are kept (default: the harness cache's `memory_snapshots/`); off with `use_cache`."""
 
 
 @dataclass
@@ -102,6 +108,7 @@ class _Run:
     run_dir: RunDir
     result: RunResult
     embedder: Callable[[], Embedder]
+    snapshots: SnapshotStore | None
 
 
 async def run(config: RunConfig, models: dict[str, Model] | None = None, resume: bool = False) -> RunResult:
@@ -182,7 +189,8 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
         result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec, planned_questions=planned)
     run_dir.write_result(result)
     embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
-    return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder)
+    snapshots = SnapshotStore(config.snapshot_dir) if config.use_cache else None
+    return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder, snapshots)
 
 
 def role_info(model: Model) -> RoleInfo:
@@ -193,6 +201,7 @@ def role_info(model: Model) -> RoleInfo:
         base_url=model.info.base_url,
         context_window=model.info.context_window,
         price=model.price.source if model.price else None,
+        structured_outputs=model.info.structured_outputs,
     )
 
 
@@ -246,15 +255,44 @@ async def _execute(state: _Run, resume: bool) -> None:
         await asyncio.gather(*(one(sample, questions) for sample, questions in pending))
 
 
-async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
+def _build_system(state: _Run, sample: Sample) -> tuple[MemorySystem, SystemContext]:
     system_roles = {role: m for role, m in state.models.items() if not is_judge_role(role)}
     context = SystemContext(roles=system_roles, speakers=sample.conversation.speakers, embedder_factory=state.embedder)
-    system: MemorySystem = SYSTEMS.get(state.config.system)(context, **state.config.system_options)
+    return SYSTEMS.get(state.config.system)(context, **state.config.system_options), context
+
+
+async def _memory_of(
+    state: _Run, sample: Sample, usage: StageUsage
+) -> tuple[MemorySystem, SystemContext, SnapshotOutcome | None]:
+    """A system holding the sample's memory: restored from a snapshot where one fits, else ingested (and then
+    stored). Returns the system, its context and what happened to the snapshot (None: the system has none)."""
+    system, context = _build_system(state, sample)
+    store = state.snapshots
+    if store is None or not isinstance(system, Snapshotting):
+        merge_usage(usage, await ingest_history(system, sample.conversation.sessions))
+        return system, context, None
+    identity = store.identity(state.config.system, system.snapshot_identity(), sample.conversation)
+    loaded = store.load(identity)
+    problem = loaded.problem
+    if loaded.payload is not None:
+        try:
+            system.restore(loaded.payload)
+            return system, context, "reused"
+        except (ValueError, ValidationError) as error:
+            problem = f"{store.path(identity)}: does not restore: {error}"
+            system, context = _build_system(state, sample)  # nothing half-restored is kept
+    if problem:
+        log.warning("memory snapshot not used, ingesting again: %s", problem)
+    merge_usage(usage, await ingest_history(system, sample.conversation.sessions))
+    store.save(identity, cast(Snapshotting, system).snapshot())
+    return system, context, "rebuilt" if problem else "built"
+
+
+async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
     progress.start_sample(sample.sample_id, len(questions))
     ingest_usage: StageUsage = {}
     try:
-        for session in sample.conversation.sessions:
-            merge_usage(ingest_usage, await system.ingest(session))
+        system, context, snapshot = await _memory_of(state, sample, ingest_usage)
     except Exception as error:  # an exhausted LLM call or a system bug: this history's questions are recorded failed
         log.debug("ingest of %s failed", sample.sample_id, exc_info=True)
         message = f"ingest failed: {type(error).__name__}: {error}"
@@ -274,6 +312,7 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
             memory_words=sum(len(item.text.split()) for item in memory),
             memory_tokens=_token_count(context.role("answer"), memory),
             stats=system.memory_stats(),
+            snapshot=snapshot,
         )
     )
     state.run_dir.write_memory(sample.sample_id, memory)
@@ -330,6 +369,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
         merge_usage(usage, record.prediction.usage if record.prediction else {})
         if record.judge_usage:
             merge_usage(usage, {JUDGE_ROLE: record.judge_usage})
+    snapshots: Counter[str] = Counter(i.snapshot for i in ingests if i.snapshot)
     items = sum(i.memory_items for i in ingests)
     words = sum(i.memory_words for i in ingests)
     token_counts = [i.memory_tokens for i in ingests]
@@ -350,6 +390,7 @@ def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
             words_per_history=round(words / len(ingests), 2) if ingests else 0.0,
             tokens_total=None if None in token_counts or not ingests else sum(t for t in token_counts if t is not None),
             stats=stats,
+            snapshots=dict(snapshots),
         ),
         "efficiency": _efficiency(usage, answered, spec.metrics),
         "judge_agreement": judge_agreement(answered, spec.metrics),

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.embeddings.base import Embedder
 from harness.llm.model import Model
-from harness.types import MemoryItem, Prediction, Query, Session, StageUsage
+from harness.types import MemoryItem, Prediction, Query, Session, StageUsage, merge_usage
 
 
 class SystemContext(BaseModel):
@@ -54,6 +54,43 @@ class MemorySystem(Protocol):
     def memory_stats(self) -> dict[str, int]:
         """Counters of how the memory was built (e.g. operations applied, invalid manager replies); may be empty."""
         ...
+
+
+@runtime_checkable
+class IngestsWholeHistory(Protocol):
+    """A system that takes all sessions at once (to overlap work across them); the runner then calls this
+    instead of `ingest` per session. The result must be what ingesting them one by one in order builds."""
+
+    async def ingest_history(self, sessions: Sequence[Session]) -> StageUsage: ...
+
+
+@runtime_checkable
+class Snapshotting(Protocol):
+    """A system whose finished memory can be stored and restored (`harness.snapshots`)."""
+
+    def snapshot_identity(self) -> dict[str, Any]:
+        """Everything that decides the memory this system builds from a history (options, memory models,
+        prompts, embedder), and nothing that does not (the answer model): JSON values only."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The memory as it stands after ingestion, as JSON values."""
+        ...
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Take the memory of a `snapshot()`; raise ValueError (or pydantic's ValidationError) when the payload
+        is not one."""
+        ...
+
+
+async def ingest_history(system: MemorySystem, sessions: Sequence[Session]) -> StageUsage:
+    """Ingest a history's sessions in order, all at once where the system can take them so."""
+    if isinstance(system, IngestsWholeHistory):
+        return await system.ingest_history(sessions)
+    usage: StageUsage = {}
+    for session in sessions:
+        merge_usage(usage, await system.ingest(session))
+    return usage
 
 
 class SystemFactory(Protocol):

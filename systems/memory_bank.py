@@ -9,6 +9,8 @@ evidence recall can be measured and a bank can be audited after a run.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,18 +67,35 @@ def _merge_ids(first: list[str], second: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys([*first, *second]))
 
 
-class MemoryBank:
-    """Memories keyed by short stable ids (`m1`, `m2`, ... in creation order), searchable per speaker.
+def id_prefix(speaker: str | None) -> str:
+    """The id prefix of a speaker's memories: `alice-` for "Alice", `m` for memories without a speaker."""
+    slug = _NOT_ID.sub("-", (speaker or "").lower()).strip("-")
+    return f"{slug}-" if slug else "m"
 
-    One exact cosine index per speaker partition; texts are embedded with the run's embedder (disk-cached
-    by the runner, so re-ingesting a history re-embeds nothing).
+
+_NOT_ID = re.compile(r"[^a-z0-9]+")
+
+
+class MemoryBank:
+    """Memories keyed by short stable ids, numbered per speaker in creation order (`alice-1`, `alice-2`, `bob-1`;
+    `m1`, `m2` without a speaker), searchable per speaker.
+
+    Ids and `dump()` order depend on each speaker's own sequence of operations only, so a bank whose speakers
+    are written concurrently (as `mem0` ingests) is the same bank whatever the interleaving. One exact cosine
+    index per speaker partition; texts are embedded with the run's embedder (disk-cached by the runner, so
+    re-ingesting a history re-embeds nothing).
     """
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
         self._items: dict[str, MemoryItem] = {}
         self._indexes: dict[str | None, VectorIndex] = {}
-        self._next_id = 1
+        self._vectors: dict[str, np.ndarray] = {}
+        """The vector of every memory held, by id (for snapshots)."""
+        self._prepared: dict[str, np.ndarray] = {}
+        """Vectors of texts embedded ahead of use by `prepare` (a fact is searched for, then often written)."""
+        self._numbers: dict[str, int] = {}
+        """The last number given per id prefix."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -94,8 +113,23 @@ class MemoryBank:
         """The partitions that hold at least one memory, in order of first appearance."""
         return list(dict.fromkeys(item.speaker for item in self._items.values()))
 
+    async def prepare(self, texts: Sequence[str]) -> None:
+        """Embed `texts` in one batch now, so the searches and writes of them that follow embed nothing (a batch
+        of n short texts costs about as much as one text on a CPU embedder)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._prepared))
+        if missing:
+            vectors = np.asarray(await self.embedder.embed(missing), dtype=np.float32)
+            self._prepared.update(zip(missing, vectors, strict=True))
+
     async def _embed(self, text: str) -> np.ndarray:
+        prepared = self._prepared.get(text)
+        if prepared is not None:
+            return prepared
         return np.asarray((await self.embedder.embed([text]))[0], dtype=np.float32)
+
+    def _store_vector(self, item: MemoryItem, vector: np.ndarray) -> None:
+        self._index(item.speaker, len(vector)).upsert([item.id], vector[None, :])
+        self._vectors[item.id] = vector
 
     def _index(self, speaker: str | None, dim: int) -> VectorIndex:
         if speaker not in self._indexes:
@@ -129,6 +163,7 @@ class MemoryBank:
         if operation.event == "DELETE":
             event.text = before.text
             del self._items[memory_id]
+            del self._vectors[memory_id]
             self._indexes[before.speaker].remove([memory_id])
             before.history.append(event)
             return Change("DELETE", memory_id, before=before.model_copy(deep=True), after=None)
@@ -141,14 +176,14 @@ class MemoryBank:
             },
             deep=True,
         )
-        vector = await self._embed(after.text)
-        self._index(after.speaker, len(vector)).upsert([memory_id], vector[None, :])
+        self._store_vector(after, await self._embed(after.text))
         self._items[memory_id] = after
         return Change("UPDATE", memory_id, before=before.model_copy(deep=True), after=after.model_copy(deep=True))
 
     async def _add(self, event: MemoryEvent, provenance: Provenance) -> Change:
-        memory_id = f"m{self._next_id}"
-        self._next_id += 1
+        prefix = id_prefix(provenance.speaker)
+        self._numbers[prefix] = self._numbers.get(prefix, 0) + 1
+        memory_id = f"{prefix}{self._numbers[prefix]}"
         item = MemoryItem(
             id=memory_id,
             text=event.text,
@@ -157,8 +192,7 @@ class MemoryBank:
             speaker=provenance.speaker,
             history=[event],
         )
-        vector = await self._embed(item.text)
-        self._index(item.speaker, len(vector)).upsert([memory_id], vector[None, :])
+        self._store_vector(item, await self._embed(item.text))
         self._items[memory_id] = item
         return Change("ADD", memory_id, before=None, after=item.model_copy(deep=True))
 
@@ -183,5 +217,37 @@ class MemoryBank:
         ]
 
     def dump(self) -> list[MemoryItem]:
-        """Every memory the bank holds, in creation order, with its history."""
-        return [item.model_copy(deep=True) for item in self._items.values()]
+        """Every memory the bank holds with its history: by speaker (in order of the speakers' names), each in
+        creation order."""
+        return [item.model_copy(deep=True) for item in sorted(self._items.values(), key=_dump_order)]
+
+    def export(self) -> BankState:
+        """Everything the bank holds (items with their histories, vectors, the next id), for a snapshot."""
+        ids = [item.id for item in sorted(self._items.values(), key=_dump_order)]
+        vectors = np.stack([self._vectors[i] for i in ids]) if ids else np.zeros((0, 0), dtype=np.float32)
+        return BankState(items=self.dump(), vectors=vectors, numbers=dict(self._numbers))
+
+    def load(self, state: BankState) -> None:
+        """Replace the bank's contents by an exported state."""
+        if len(state.items) != len(state.vectors):
+            raise ValueError(f"bank state has {len(state.items)} items but {len(state.vectors)} vectors")
+        self._items, self._indexes, self._vectors, self._prepared = {}, {}, {}, {}
+        for item, vector in zip(state.items, state.vectors, strict=True):
+            self._items[item.id] = item.model_copy(deep=True)
+            self._store_vector(item, np.asarray(vector, dtype=np.float32))
+        self._numbers = dict(state.numbers)
+
+
+@dataclass(frozen=True)
+class BankState:
+    """A bank's contents: its items in `dump()` order, their vectors (one row each), and the last number given
+    per id prefix (so ids of deleted memories are never reused)."""
+
+    items: list[MemoryItem]
+    vectors: np.ndarray
+    numbers: dict[str, int]
+
+
+def _dump_order(item: MemoryItem) -> tuple[str, int]:
+    prefix, _, number = item.id.rpartition("-") if "-" in item.id else ("", "", item.id.removeprefix("m"))
+    return (prefix, int(number) if number.isdigit() else 0)

@@ -14,18 +14,24 @@ Contracts (modelled on Mem0's two-phase pipeline and Memory-R1's Memory Manager;
   engines reuse the cached prompt prefix from call to call.
 - Anything malformed (invalid JSON, an unknown id, an unknown event, a missing text) is recorded as an
   invalid reason and becomes a NOOP; it never raises.
+- Both replies have JSON schemas (`extraction_schema`, `manager_schema`): backends that can enforce one
+  (llama.cpp's grammar, servers' strict `json_schema`) cannot write anything else, and the manager's ids are
+  restricted to the ids shown plus "new". The parsers stay lenient for backends that cannot constrain.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from harness.llm import GenerateConfig, Message, Model, usage_of
+from harness.llm.structured import JSONSchema, patched
 from harness.types import MemoryItem, Turn, Usage
 from systems.memory_bank import Operation, OpEvent
 
@@ -41,7 +47,11 @@ __all__ = [
     "build_extraction_messages",
     "build_manager_messages",
     "extract_facts",
+    "extraction_config",
+    "extraction_schema",
     "load_json_reply",
+    "manager_config",
+    "manager_schema",
     "parse_extraction_reply",
     "parse_manager_reply",
 ]
@@ -72,16 +82,59 @@ id. For every new fact choose one operation:
 that memory to hold both (one short sentence); give its id, the new text and the old text.
 - DELETE: the fact shows that an existing memory is no longer true. Give the id of that memory.
 - NONE: the fact is already in the memories, or not worth keeping. Change nothing.
-Use only ids from the list of existing memories. Reply with a JSON object only, in this form:
-{"memory": [{"id": "<id, or new for ADD>", "text": "<memory text>", "event": "ADD|UPDATE|DELETE|NONE", \
-"old_memory": "<old text, for UPDATE>"}]}
+Use only ids from the list of existing memories. Reply with a JSON object only, one operation per new fact, \
+in this form:
+{"memory": [{"event": "ADD|UPDATE|DELETE|NONE", "id": "<id, or new for ADD>", "text": "<memory text>"}]}
 Examples:
-- Existing memories [], new facts ["Ann adopted a cat"] -> {"memory": [{"id": "new", "text": "Ann adopted a \
-cat", "event": "ADD"}]}
+- Existing memories [], new facts ["Ann adopted a cat"] -> {"memory": [{"event": "ADD", "id": "new", "text": \
+"Ann adopted a cat"}]}
 - Existing memories [{"id": "0", "text": "Ann likes tea"}], new facts ["Ann now prefers coffee to tea"] -> \
-{"memory": [{"id": "0", "text": "Ann prefers coffee to tea", "event": "UPDATE", "old_memory": "Ann likes tea"}]}
+{"memory": [{"event": "UPDATE", "id": "0", "text": "Ann prefers coffee to tea"}]}
 - Existing memories [{"id": "0", "text": "Ann lives in Oslo"}], new facts ["Ann lives in Oslo"] -> \
-{"memory": [{"id": "0", "event": "NONE"}]}"""
+{"memory": [{"event": "NONE", "id": "0", "text": "Ann lives in Oslo"}]}"""
+
+
+class _FactsReply(BaseModel):
+    facts: list[str]
+
+
+class _OperationReply(BaseModel):
+    event: Literal["ADD", "UPDATE", "DELETE", "NONE"]
+    id: str
+    text: str
+
+
+class _ManagerReply(BaseModel):
+    memory: list[_OperationReply]
+
+
+def extraction_schema(min_facts: int = 0, max_facts: int | None = None) -> JSONSchema:
+    """`{"facts": [str, ...]}` with between `min_facts` and `max_facts` facts. A small model allowed an empty
+    list tends to always choose it; `min_facts=1` makes it write something (often the turn itself)."""
+    bounds: dict[str, int] = {"minItems": min_facts} if min_facts else {}
+    if max_facts is not None:
+        bounds["maxItems"] = max_facts
+    return JSONSchema.of(_FactsReply, name="facts", patch=lambda schema: patched(schema, ("facts",), **bounds))
+
+
+def extraction_config(min_facts: int = 0, max_facts: int | None = None) -> GenerateConfig:
+    return dataclasses.replace(EXTRACTION_CONFIG, json_schema=extraction_schema(min_facts, max_facts))
+
+
+def manager_schema(shown_ids: Sequence[str], operations: int) -> JSONSchema:
+    """`{"memory": [...]}` with exactly `operations` operations (one per new fact), whose ids are the ids
+    shown in the prompt or "new"."""
+
+    def restrict(schema: dict[str, Any]) -> None:
+        patched(schema, ("memory",), minItems=operations, maxItems=operations)
+        patched(schema, ("memory", "[]", "id"), enum=["new", *shown_ids])
+
+    return JSONSchema.of(_ManagerReply, name="memory_operations", patch=restrict)
+
+
+def manager_config(id_map: Mapping[str, str], operations: int, base: GenerateConfig | None = None) -> GenerateConfig:
+    """`base` (default `MANAGER_CONFIG`) with the schema of a decision on `operations` facts over `id_map`."""
+    return dataclasses.replace(base or MANAGER_CONFIG, json_schema=manager_schema(list(id_map), operations))
 
 
 def build_extraction_messages(turns: Sequence[Turn], speaker: str, date: str | None) -> list[Message]:
@@ -218,9 +271,18 @@ class ExtractionCall:
     usage: Usage
 
 
-async def extract_facts(model: Model, turns: Sequence[Turn], speaker: str, date: str | None) -> ExtractionCall:
-    """One extraction call (LLMCallFailed propagates: a failed call is not an empty extraction)."""
-    completion = await model.generate(build_extraction_messages(turns, speaker, date), EXTRACTION_CONFIG)
+async def extract_facts(
+    model: Model,
+    turns: Sequence[Turn],
+    speaker: str,
+    date: str | None,
+    config: GenerateConfig = EXTRACTION_CONFIG,
+    *,
+    background: bool = False,
+) -> ExtractionCall:
+    """One extraction call (LLMCallFailed propagates: a failed call is not an empty extraction); `background`
+    for calls made ahead of need, which yield their slot to calls on the critical path (`Model.generate`)."""
+    completion = await model.generate(build_extraction_messages(turns, speaker, date), config, background=background)
     return ExtractionCall(parse_extraction_reply(completion.text), completion.text, usage_of(completion))
 
 
@@ -238,12 +300,15 @@ class MemoryManager:
     """The update step: new fact(s) + related memories -> operations. Mem0 runs it with the `memory` role,
     Memory-R1 with its own (trained) `manager` role; the contract is the same."""
 
-    def __init__(self, model: Model, config: GenerateConfig = MANAGER_CONFIG) -> None:
+    def __init__(self, model: Model, config: GenerateConfig = MANAGER_CONFIG, *, constrained: bool = True) -> None:
         self.model = model
         self.config = config
+        self.constrained = constrained
+        """Send each call's `manager_schema`; off, only the config's JSON mode."""
 
     async def decide(self, facts: Sequence[str], related: Sequence[MemoryItem]) -> ManagerCall:
         messages, id_map = build_manager_messages(facts, related)
-        completion = await self.model.generate(messages, self.config)
+        config = manager_config(id_map, len(facts), self.config) if self.constrained else self.config
+        completion = await self.model.generate(messages, config)
         decision = parse_manager_reply(completion.text, id_map)
         return ManagerCall(decision=decision, reply=completion.text, id_map=id_map, usage=usage_of(completion))

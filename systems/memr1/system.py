@@ -1,7 +1,8 @@
 """`memr1`: the Memory-R1 pipeline (arXiv 2508.19828) over the Mem0-style bank of `systems.mem0`.
 
-- Ingestion is Mem0's (fact extraction with role `memory`, one update decision per fact), except that the
-  decisions come from the Memory Manager, role `manager` (`--manager-model`).
+- Ingestion is Mem0's (fact extraction with role `memory`), except that the decisions come from the Memory
+  Manager, role `manager` (`--manager-model`), once per extraction unit over all of its facts, as in
+  Memory-R1's algorithm (`-S manager_unit=fact` decides per fact, as Mem0 does).
 - Answering retrieves the same candidates as `mem0` (30 per speaker, 60 in all) and hands them to the Answer
   Agent, role `answer` (`--answer-model`), which first distils the relevant memories and then answers after
   `**Answer:**`. The prediction records the distilled memory ids and whether the marker was found;
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from harness.llm import usage_of
 from harness.types import Prediction, Query
@@ -27,8 +28,10 @@ from systems.memr1.manager import MANAGER_ROLE
 
 
 class MemR1Options(Mem0Options):
-    """Options of `memr1` (`-S KEY=VALUE`): those of `mem0`, with room for the distilled list in the answer."""
+    """Options of `memr1` (`-S KEY=VALUE`): those of `mem0`, with Memory-R1's manager granularity (one decision
+    per extraction unit over all its facts) and room for the distilled list in the answer."""
 
+    manager_unit: Literal["fact", "turn"] = "turn"
     max_answer_tokens: int = ANSWER_AGENT_CONFIG.max_tokens
 
 

@@ -76,10 +76,11 @@ def extraction(messages: list[Message]) -> str:
 
 
 def manager(messages: list[Message]) -> str:
-    fact = json.loads(messages[-1]["content"].split("New facts:\n", 1)[1].split("\n\n", 1)[0])[0]
-    if "likes puppies" in fact:
-        return '{"memory": [{"id": "3", "text": "x", "event": "UPDATE"}]}'  # no memory "3" was shown
-    return json.dumps({"memory": [{"id": "new", "event": "ADD", "text": fact}]})
+    """One operation per new fact: ADD, except an UPDATE of an id that was never shown for "likes puppies"."""
+    facts = json.loads(messages[-1]["content"].split("New facts:\n", 1)[1].split("\n\n", 1)[0])
+    bad = {"event": "UPDATE", "id": "3", "text": "x"}
+    operations = [bad if "likes puppies" in f else {"event": "ADD", "id": "new", "text": f} for f in facts]
+    return json.dumps({"memory": operations})
 
 
 def build(answer_backend: MockBackend, manager_backend: MockBackend, memory_backend: MockBackend) -> MemR1System:
@@ -94,23 +95,26 @@ def build(answer_backend: MockBackend, manager_backend: MockBackend, memory_back
 
 
 async def test_ingest_and_answer_use_their_own_roles_and_record_the_distillation():
-    memory, manager_backend = MockBackend(responder=extraction), MockBackend(responder=manager)
+    memory = MockBackend(responder=extraction)
+    manager_backend = MockBackend(responder=manager, validate_schema=False)  # its id "3" is outside the schema
     answer = MockBackend(default="- [1] Alice adopted a puppy named Biscuit\n**Answer:** Biscuit")
     system = build(answer, manager_backend, memory)
 
     await system.ingest(SESSION)
     prediction = await system.answer(Query(question_id="q", text="What is the name of Alice's puppy?"))
 
-    assert len(memory.calls) == 2 and len(manager_backend.calls) == 3 and len(answer.calls) == 1
+    # Memory-R1's algorithm: one manager call per extraction unit, with all its facts
+    assert len(memory.calls) == 2 and len(manager_backend.calls) == 2 and len(answer.calls) == 1
+    assert '["Bob plays the violin", "Bob likes puppies"]' in manager_backend.calls[1][-1]["content"]
     assert [(m.id, m.speaker, m.text) for m in system.memory_dump()] == [
-        ("m1", "Alice", "Alice adopted a puppy named Biscuit"),
-        ("m2", "Bob", "Bob plays the violin"),
+        ("alice-1", "Alice", "Alice adopted a puppy named Biscuit"),
+        ("bob-1", "Bob", "Bob plays the violin"),
     ]
     stats = system.memory_stats()
     assert (stats["ADD"], stats["NOOP"], stats["invalid_manager_output"], stats["facts_extracted"]) == (2, 1, 1, 3)
     assert prediction.answer == "Biscuit"
-    assert prediction.metadata["distilled"] == ["m1"] and prediction.metadata["marker_found"] is True
-    assert prediction.retrieved is not None and {m.id for m in prediction.retrieved} == {"m1", "m2"}
+    assert prediction.metadata["distilled"] == ["alice-1"] and prediction.metadata["marker_found"] is True
+    assert prediction.retrieved is not None and {m.id for m in prediction.retrieved} == {"alice-1", "bob-1"}
     assert "[1] 1 May 2023: Alice adopted a puppy named Biscuit" in answer.calls[0][-1]["content"]
 
 

@@ -87,14 +87,14 @@ async def test_turns_bank_is_cached_and_searchable(tmp_path):
     assert (first.hit, again.hit, again.path) == (False, True, first.path)
     # the 4 turns before D2:3 would start at D1:2, the second turn of a pair
     assert [(m.id, m.text, m.timestamp, m.source_turn_ids, m.speaker) for m in read_items(first.path)] == [
-        ("m1", "Alice: I live in Porto.", "1 May 2023", ["D1:3"], "Alice"),
-        ("m2", "Bob: I quit the violin.", "9 June 2023", ["D2:1"], "Bob"),
-        ("m3", "Alice: Biscuit loves the beach.", "9 June 2023", ["D2:2"], "Alice"),
+        ("alice-1", "Alice: I live in Porto.", "1 May 2023", ["D1:3"], "Alice"),
+        ("bob-1", "Bob: I quit the violin.", "9 June 2023", ["D2:1"], "Bob"),
+        ("alice-2", "Alice: Biscuit loves the beach.", "9 June 2023", ["D2:2"], "Alice"),
     ]
     key = json.loads(first.path.with_suffix(".key.json").read_text())
     assert key["window_end"] == "D2:3" and key["window_turns"] == 4 and key["source"] == "turns"
     hits = await again.bank.search("Biscuit on the beach", 1, "Alice")
-    assert [m.id for m in hits] == ["m3"]
+    assert [m.id for m in hits] == ["alice-2"]
     assert (await turns_banks(tmp_path, window_turns=2).before(CONVERSATION, "D2:3")).path != first.path
     whole = await banks.whole(CONVERSATION)
     assert len(whole.items) == 6 and whole.path != first.path
@@ -122,10 +122,12 @@ async def test_llm_bank_is_the_memr1_ingestion_and_is_cached(tmp_path):
     built = await llm_banks(tmp_path, backend).whole(CONVERSATION)
     # 4 pairs ((D1:1, D1:2), (D1:3), (D2:1, D2:2), (D2:3)), 6 (pair, speaker) extractions, one ADD per fact
     assert len(backend.calls) == 12 and not built.hit
-    assert [(m.id, m.speaker, m.text, m.source_turn_ids) for m in built.items][:3] == [
-        ("m1", "Alice", "Alice heard: I adopted a puppy named Biscuit.", ["D1:1", "D1:2"]),
-        ("m2", "Bob", "Bob heard: I adopted a puppy named Biscuit.", ["D1:1", "D1:2"]),
-        ("m3", "Alice", "Alice heard: I live in Porto.", ["D1:3"]),
+    assert [(m.id, m.speaker, m.text, m.source_turn_ids) for m in built.items][:2] == [
+        ("alice-1", "Alice", "Alice heard: I adopted a puppy named Biscuit.", ["D1:1", "D1:2"]),
+        ("alice-2", "Alice", "Alice heard: I live in Porto.", ["D1:3"]),
+    ]
+    assert ("bob-1", "Bob", "Bob heard: I adopted a puppy named Biscuit.") in [
+        (m.id, m.speaker, m.text) for m in built.items
     ]
     assert built.items[0].history and built.items[0].history[0].op == "ADD"
     fresh = MockBackend(responder=extraction_and_manager)
@@ -262,5 +264,5 @@ def test_sync_entry_points_on_a_tiny_locomo_file(tmp_path):
     episodes = manager_episodes("train", turns_banks(tmp_path), data)
     assert [(e.episode_id, len(e.bank), e.related_ids) for e in episodes] == [
         ("conv-26/D1:1", 0, []),
-        ("conv-26/D1:3", 2, ["m1"]),
+        ("conv-26/D1:3", 2, ["alice-1"]),
     ]

@@ -117,7 +117,7 @@ NOOP = json.dumps({"memory": [{"id": "0", "event": "NONE"}]})
 async def test_manager_reward_is_the_frozen_agents_em_on_the_updated_bank(tmp_path, reply, reward):
     the_episode = await episode(tmp_path)
     assert the_episode.facts == ["Alice: Guess what, I adopted a puppy! His name is Biscuit."]
-    assert the_episode.related_ids == ["m1"]  # Alice's only memory in the window before D1:3
+    assert the_episode.related_ids == ["alice-1"]  # Alice's only memory in the window before D1:3
     backend = MockBackend(responder=frozen_agent({"What is the name of Alice's puppy?": "Biscuit"}, NEEDED))
     scorer = ManagerReward(Model(backend, spec="mock"), HashingEmbedder())
     assert await scorer.score(the_episode, reply) == reward

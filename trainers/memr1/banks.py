@@ -14,7 +14,8 @@ the `llm` source extracts from the same pairs as a whole-session ingestion and r
 An Answer Agent question starts from the bank of its whole conversation (`BankBuilder.whole`).
 
 Cache: `<cache_root>/memr1-banks/<sha256 of the key>.jsonl`, one `MemoryItem` per line (ids renumbered
-`m1..mN` in creation order, histories kept for inspection), beside `<hash>.key.json`, the readable key: source,
+per speaker in creation order, `alice-1`, `alice-2`, ...; histories kept for inspection), beside
+`<hash>.key.json`, the readable key: source,
 conversation id, window end and size, model spec (and a hash of the extraction and manager prompts), embedder,
 and a hash of the window's turns. `load_bank` rebuilds a searchable `MemoryBank` from the items.
 """
@@ -43,12 +44,12 @@ from harness.paths import cache_root
 from harness.system import SystemContext
 from harness.types import Conversation, MemoryItem, Session, Turn
 from systems.mem0 import turn_memory_text
-from systems.memory_bank import MemoryBank, Operation, Provenance
+from systems.memory_bank import MemoryBank, Operation, Provenance, id_prefix
 from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
 from systems.memr1.system import MemR1System
 
 BankSource = Literal["llm", "turns"]
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 class BankConfig(BaseModel):
@@ -118,7 +119,7 @@ def memo_embedder(embedder: Embedder) -> MemoEmbedder:
 
 
 async def load_bank(items: Sequence[MemoryItem], embedder: Embedder) -> MemoryBank:
-    """A searchable bank holding `items` (ids `m1..mN` in order, as the cache stores them), each re-added with
+    """A searchable bank holding `items` (ids numbered per speaker, as the cache stores them), each re-added with
     its speaker, date and source turns."""
     embedder = memo_embedder(embedder)
     await embedder.embed([item.text for item in items])
@@ -128,7 +129,7 @@ async def load_bank(items: Sequence[MemoryItem], embedder: Embedder) -> MemoryBa
         provenance = Provenance(item.speaker, item.timestamp, session_id, tuple(item.source_turn_ids))
         change = await bank.apply(Operation(event="ADD", text=item.text), provenance)
         if change is None or change.memory_id != item.id:
-            raise ValueError(f"bank items must be numbered m1..mN in order; got {item.id!r} at position {len(bank)}")
+            raise ValueError(f"bank items must be numbered per speaker, as the bank numbers them; got {item.id!r}")
     return bank
 
 
@@ -147,7 +148,14 @@ def _sha256(text: str) -> str:
 
 
 def _renumbered(items: Sequence[MemoryItem]) -> list[MemoryItem]:
-    return [item.model_copy(update={"id": f"m{n}", "score": None}) for n, item in enumerate(items, start=1)]
+    """Ids numbered from 1 per speaker, as a `MemoryBank` numbers the items re-added in this order."""
+    numbers: dict[str, int] = {}
+    renumbered = []
+    for item in items:
+        prefix = id_prefix(item.speaker)
+        numbers[prefix] = numbers.get(prefix, 0) + 1
+        renumbered.append(item.model_copy(update={"id": f"{prefix}{numbers[prefix]}", "score": None}))
+    return renumbered
 
 
 @dataclass(frozen=True)

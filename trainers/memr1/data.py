@@ -161,7 +161,7 @@ class ManagerEpisode(BaseModel):
     related_ids: list[str]
     """Bank ids of the related memories, in prompt order: shown id "n" is `related_ids[n]`."""
     bank: list[MemoryItem]
-    """The starting bank (ids m1..mN, no history)."""
+    """The starting bank (ids numbered per speaker, no history)."""
     bank_path: str
     """The cached bank file it was read from (for inspection; the rows carry the bank itself)."""
     questions: list[EpisodeQuestion] = Field(min_length=1)
