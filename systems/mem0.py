@@ -99,6 +99,9 @@ class Mem0Options(BaseModel):
     write something (measured: SmolLM2 then often copies the turn)."""
     max_facts: int | None = Field(default=None, ge=1)
     """At most this many facts per extraction call (a cap on the schema); None: no cap."""
+    speakers: str | None = None
+    """Comma-separated speakers whose memories are kept (extraction runs only about them); None: every speaker.
+    `user` for LongMemEval, whose questions are about the user (its `single-session-assistant` ones are not)."""
     structured: bool = True
     """Send JSON schemas with extraction and update calls (enforced where the backend can); `false`: JSON mode
     only, as before schemas (for comparisons, or a provider that rejects schemas)."""
@@ -110,7 +113,16 @@ class Mem0Options(BaseModel):
 
 
 INGESTION_OPTIONS = frozenset(
-    {"memory_source", "extraction_unit", "manager_unit", "min_facts", "max_facts", "structured", "top_k_related"}
+    {
+        "memory_source",
+        "extraction_unit",
+        "manager_unit",
+        "speakers",
+        "min_facts",
+        "max_facts",
+        "structured",
+        "top_k_related",
+    }
 )
 """The options that shape the memory (the others only shape answering): they enter the snapshot identity."""
 
@@ -233,6 +245,9 @@ class Mem0System:
             return {}
         usage: StageUsage = {"ingest": Usage(), "ingest_search": Usage()}
         units = extraction_units(sessions, self.options.extraction_unit)
+        if self.options.speakers is not None:
+            kept = {name.strip() for name in self.options.speakers.split(",")}
+            units = [unit for unit in units if unit.speaker in kept]
         speakers = list(dict.fromkeys(unit.provenance.speaker for unit in units))
 
         async def extract(unit: ExtractionUnit) -> ExtractionCall:
@@ -325,8 +340,12 @@ class Mem0System:
         log.debug("invalid %s output at %s: %s; reply: %.200s", step, provenance.source_turn_ids, reasons, reply)
 
     def answer_speakers(self) -> list[str | None]:
-        """The history's speakers, then any other partition the bank holds."""
-        return list(dict.fromkeys([*self.speakers, *self.bank.speakers()]))
+        """The history's speakers (those kept, under `-S speakers`), then any other partition the bank holds."""
+        kept = self.speakers
+        if self.options.speakers is not None:
+            chosen = {name.strip() for name in self.options.speakers.split(",")}
+            kept = tuple(speaker for speaker in kept if speaker in chosen)
+        return list(dict.fromkeys([*kept, *self.bank.speakers()]))
 
     async def candidates(self, query: Query) -> tuple[list[tuple[str | None, list[MemoryItem]]], Usage]:
         """The top `memories_per_speaker` memories of each speaker for `query`, best first, and the retrieval's

@@ -6,6 +6,7 @@ The server is llama-cpp-python's (`python -m llama_cpp.server`) serving the Smol
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -132,3 +133,21 @@ def test_litellm_never_sends_the_openai_key_to_a_server_named_in_the_spec(monkey
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key")
     monkeypatch.delenv("HARNESS_SERVER_API_KEY", raising=False)
     assert build_backend("litellm:openai/smollm2@http://127.0.0.1:1/v1")._api_key == "EMPTY"
+
+
+@pytest.mark.slow
+async def test_a_json_schema_is_enforced_by_the_llama_cpp_server(llama_server_url: str) -> None:
+    from systems.memory_ops import build_manager_messages, manager_config
+
+    messages, id_map = build_manager_messages(["Ann moved to Bergen"], [])
+    config = manager_config(id_map, 1)
+    model = build_model(f"openai:smollm2@{llama_server_url}", max_retries=0)
+    try:
+        replies = [(await model.generate(messages, config)).text for _ in range(2)]
+    finally:
+        await model.aclose()
+    assert config.json_schema is not None
+    assert [config.json_schema.errors(reply) for reply in replies] == [[], []]
+    assert json.loads(replies[0])["memory"][0]["id"] == "new", "the only id the schema allows"
+    # llama-cpp-python's server rejects OpenAI's `json_schema` type; the backend switched to its form once
+    assert model.info.extra.get("schema_format") == "json_object+schema"

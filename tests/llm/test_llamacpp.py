@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from harness.llm import GenerateConfig, LLMError, Message
 from harness.llm.build import build_backend
 from harness.llm.providers import llamacpp
 from harness.llm.providers.llamacpp import LlamaCppBackend, smollm2_gguf_path
+from harness.types import MemoryItem, Turn
+from systems.memory_ops import (
+    build_extraction_messages,
+    build_manager_messages,
+    extraction_config,
+    manager_config,
+    parse_extraction_reply,
+)
 
 QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY = GenerateConfig(max_tokens=24, temperature=0.0)
@@ -119,3 +128,32 @@ def test_bad_context_size_in_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(llamacpp.N_CTX_ENV, "lots")
     with pytest.raises(LLMError, match=llamacpp.N_CTX_ENV):
         LlamaCppBackend()
+
+
+LOCOMO_PAIR = (
+    Turn(turn_id="D1:3", speaker="Caroline", text="I went to a LGBTQ support group yesterday and it was so powerful."),
+    Turn(turn_id="D1:4", speaker="Melanie", text="Wow, that's cool, Caroline! What happened that was so awesome?"),
+)
+
+
+@pytest.mark.slow
+async def test_json_schemas_are_enforced_by_the_grammar(backend: LlamaCppBackend) -> None:
+    at_least_one = extraction_config(min_facts=1, max_facts=2)
+    extraction = await backend.generate(build_extraction_messages(LOCOMO_PAIR, "Caroline", "8 May 2023"), at_least_one)
+    assert at_least_one.json_schema is not None and at_least_one.json_schema.errors(extraction.text) == []
+    assert 1 <= len(parse_extraction_reply(extraction.text).facts) <= 2
+    assert extraction.finish_reason == "stop", "the grammar ends the reply at the closing brace"
+
+    related = [MemoryItem(id="caroline-1", text="Caroline likes support groups")]
+    messages, id_map = build_manager_messages(["Caroline went to a support group on 7 May 2023"], related)
+    config = manager_config(id_map, 1)
+    decision = await backend.generate(messages, config)
+    assert config.json_schema is not None and config.json_schema.errors(decision.text) == []
+    assert json.loads(decision.text)["memory"][0]["id"] in {"new", "0"}
+    assert backend.info.structured_outputs == "enforced"
+
+
+def test_a_schema_the_grammar_cannot_express_is_an_error_not_any_json() -> None:
+    require_model()
+    with pytest.raises(LLMError, match="cannot compile the JSON schema"):
+        llamacpp._grammar('{"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}}')

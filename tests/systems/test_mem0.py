@@ -317,3 +317,14 @@ async def test_snapshot_round_trip_gives_the_same_searchable_bank():
     assert change is not None and change.memory_id == "alice-3", "numbering goes on after the restored ids"
     with pytest.raises(ValidationError):
         restored.restore({"items": "nope"})
+
+
+async def test_speakers_option_keeps_the_memories_of_those_speakers_only():
+    backend = MockBackend(responder=responder(answer="Biscuit"))
+    system = build(backend, speakers="Alice")
+    await system.ingest_history(SESSIONS)
+    prompts = [m[-1]["content"] for m in backend.calls if m[0]["content"] == EXTRACTION_INSTRUCTIONS]
+    assert prompts and all(p.endswith("Facts about Alice (JSON):") for p in prompts)
+    assert {item.speaker for item in system.memory_dump()} == {"Alice"}
+    await system.answer(Query(question_id="q", text="Puppy?"))
+    assert "Memories of Bob" not in backend.calls[-1][-1]["content"]

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.embeddings.base import DEFAULT_EMBEDDER_SPEC
-from harness.llm.spec import DEFAULT_MODEL_SPEC
+from harness.llm.spec import SMOLLM2_SPEC
 from trainers.memr1.banks import BankConfig, BankSource
 
 Auto = Literal["auto"]
@@ -44,7 +44,7 @@ class DataSettings(_Strict):
     bank_source: BankSource = "llm"
     """`llm`: banks built by the memr1 ingestion with `bank_model` (the paper's); `turns`: one memory per turn."""
     window_turns: int = Field(50, ge=1)
-    bank_model: str | None = DEFAULT_MODEL_SPEC
+    bank_model: str | None = SMOLLM2_SPEC
     """Model of the `llm` bank source (roles memory and manager). Memory-R1 builds banks with a strong LLM."""
     embedder: str = DEFAULT_EMBEDDER_SPEC
     candidates_per_speaker: int = Field(30, ge=1)
@@ -150,7 +150,7 @@ class TrainConfig(_Strict):
     use_vllm: bool | Auto = "auto"
     bf16: bool | Auto = "auto"
     data: DataSettings = Field(default_factory=DataSettings)
-    frozen_answer_model: str = DEFAULT_MODEL_SPEC
+    frozen_answer_model: str = SMOLLM2_SPEC
     """Model spec of the frozen Answer Agent that scores Memory Manager decisions (the manager reward)."""
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)
     ppo: PPOSettings = Field(default_factory=PPOSettings)

@@ -8,8 +8,10 @@ The SDK's own retries are switched off: `Model` retries, with its own bounded bu
 from __future__ import annotations
 
 import os
+from typing import Any, Literal
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message, TransientLLMError
 
@@ -78,18 +80,41 @@ class OpenAIBackend:
         # copy the protocol (llama.cpp, older vLLM) know only `max_tokens`.
         self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
         self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        self._schema_dialect: Literal["json_schema", "json_object"] = "json_schema"
+        """How this server takes a schema: OpenAI's `json_schema` type, or llama-cpp-python's `json_object`."""
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
         options = config.sampling_options()
         options[self._max_tokens_param] = config.max_tokens
+        if config.json_schema is not None and self._schema_dialect == "json_object":
+            options["response_format"] = {"type": "json_object", "schema": config.json_schema.schema}
         try:
-            response = await self._client.chat.completions.create(
-                model=self.info.model,
-                messages=messages,  # type: ignore[arg-type]
-                **options,
-            )
+            response = await self._create(messages, options)
+        except openai.BadRequestError as error:
+            if config.json_schema is None or self._schema_dialect != "json_schema":
+                raise classify_api_error(error, f"openai:{self.info.model}") from error
+            # llama-cpp-python's server knows only `json_object` with a `schema` beside it (it rejects the
+            # `json_schema` type with 422): try its form once, and keep it for this server if it is accepted.
+            options["response_format"] = {"type": "json_object", "schema": config.json_schema.schema}
+            try:
+                response = await self._create(messages, options)
+            except openai.APIError as retry_error:
+                raise classify_api_error(error, f"openai:{self.info.model}") from retry_error
+            self._schema_dialect = "json_object"
+            self.info.extra["schema_format"] = "json_object+schema"
         except openai.APIError as error:
             raise classify_api_error(error, f"openai:{self.info.model}") from error
+        return self._completion(response)
+
+    async def _create(self, messages: list[Message], options: dict[str, Any]) -> ChatCompletion:
+        response: ChatCompletion = await self._client.chat.completions.create(
+            model=self.info.model,
+            messages=messages,  # type: ignore[arg-type]
+            **options,
+        )
+        return response
+
+    def _completion(self, response: ChatCompletion) -> Completion:
         if not response.choices:
             raise LLMError(f"openai:{self.info.model}: the response has no choices")
         choice = response.choices[0]
