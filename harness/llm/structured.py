@@ -18,6 +18,7 @@ arrays with `minItems`/`maxItems`, strings, `enum`), which is also the subset `v
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,10 +62,17 @@ def _strict(node: Any) -> Any:
     return node
 
 
+@functools.cache
+def _strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Built once per model: pydantic's schema generation costs about a millisecond, per call too much."""
+    raw = model.model_json_schema()
+    return dict(_strict(_inline_refs(raw, raw.get("$defs", {}))))
+
+
 @dataclass(frozen=True)
 class JSONSchema:
-    """A named JSON schema, held as canonical JSON text so a `GenerateConfig` stays hashable and its cache key
-    stable."""
+    """A named JSON schema, held as compact JSON text (in the model's field order, which decoders follow) so a
+    `GenerateConfig` stays hashable and its cache key stable."""
 
     name: str
     text: str
@@ -72,11 +80,11 @@ class JSONSchema:
     @classmethod
     def of(cls, model: type[BaseModel], name: str | None = None, patch: SchemaPatch | None = None) -> JSONSchema:
         """The strict schema of a pydantic model; `patch` may edit the schema dict (after `$ref`s are inlined)."""
-        raw = model.model_json_schema()
-        schema = _strict(_inline_refs(raw, raw.get("$defs", {})))
+        schema = copy.deepcopy(_strict_schema(model))
         if patch is not None:
             patch(schema)
-        return cls(name=name or model.__name__, text=json.dumps(schema, sort_keys=True, separators=(",", ":")))
+        # Not sorted: grammars and strict decoders write the properties in the order the schema lists them.
+        return cls(name=name or model.__name__, text=json.dumps(schema, separators=(",", ":")))
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from harness.llm.structured import JSONSchema, patched, validate
 
 
 class Inner(BaseModel):
-    kind: Literal["a", "b"]
     note: str = "default"
+    kind: Literal["a", "b"]
 
 
 class Outer(BaseModel):
@@ -30,8 +30,9 @@ def test_schema_of_a_model_is_strict_inlined_and_keeps_field_order():
     assert "$defs" not in json.dumps(schema) and "$ref" not in json.dumps(schema)
     assert schema["required"] == ["items", "title"] and schema["additionalProperties"] is False
     inner = schema["properties"]["items"]["items"]
-    assert list(inner["properties"]) == ["kind", "note"]
-    assert inner["required"] == ["kind", "note"], "strict mode: optional fields become required"
+    assert list(inner["properties"]) == ["note", "kind"], "the model's order: the order a grammar writes them in"
+    assert inner["required"] == ["note", "kind"], "strict mode: optional fields become required"
+    assert JSONSchema.of(Outer).text.index('"note"') < JSONSchema.of(Outer).text.index('"kind"')
     assert inner["properties"]["kind"]["enum"] == ["a", "b"]
     assert "default" not in inner["properties"]["note"] and "title" not in inner
 
@@ -50,7 +51,7 @@ def test_patch_restricts_a_nested_field():
     ("value", "expected"),
     [
         ({"items": [], "title": "t"}, []),
-        ({"items": [{"kind": "c", "note": ""}], "title": "t"}, ["$.items[0].kind: 'c' is not one of ['a', 'b']"]),
+        ({"items": [{"note": "", "kind": "c"}], "title": "t"}, ["$.items[0].kind: 'c' is not one of ['a', 'b']"]),
         ({"items": [], "title": 3}, ["$.title: expected string, got int"]),
         ({"items": []}, ["$: missing 'title'"]),
         ({"items": [], "title": "t", "extra": 1}, ["$: unexpected 'extra'"]),
