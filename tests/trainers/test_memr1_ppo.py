@@ -203,6 +203,7 @@ def assert_finite_update(result) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.train
 def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2_hf_dir, shared_data_dir, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -230,6 +231,7 @@ def test_ppo_updates_the_answer_agent_and_saves_a_checkpoint(smollm2_hf_dir, sha
 
 
 @pytest.mark.slow
+@pytest.mark.train
 def test_ppo_updates_the_manager_against_a_frozen_mock_answer_agent(smollm2_hf_dir, shared_data_dir, tmp_path):
     backend = MockBackend(default="- [1]\n**Answer:** Not mentioned")
     reward = ManagerReward(Model(backend, spec="mock"), HashingEmbedder())

@@ -220,6 +220,7 @@ def question_of(messages: list[Message]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.train
 def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(smollm2_hf_dir, cache_env, tmp_path):
     """The frozen Answer Agent (a mock) answers right only when the episode's turn is in the candidates, i.e.
     when the manager's decision put it in the bank: the reward depends on the decision, as in the paper."""
@@ -246,6 +247,7 @@ def test_grpo_memory_manager_with_a_frozen_mock_answer_agent(smollm2_hf_dir, cac
 
 
 @pytest.mark.slow
+@pytest.mark.train
 def test_sft_clones_the_teachers_rewarded_replies(smollm2_hf_dir, cache_env, tmp_path):
     from trainers.memr1.evaluation import training_rows
     from trainers.memr1.sft import train_sft
