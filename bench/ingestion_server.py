@@ -40,10 +40,11 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 from harness.embeddings.build import DEFAULT_EMBEDDER_SPEC
 from harness.llm import Message
-from harness.loopback import JSONObject, LoopbackServer
+from harness.loopback import JSONObject, LoopbackProcess, LoopbackServer, ServedSummary
 from harness.results import RunDir
 from harness.runner import RunConfig, run
 from harness.task import DataOptions
@@ -150,8 +151,9 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
         max_requests=args.max_requests,
         max_seconds=args.max_seconds,
     )
-    with server:
-        spec = f"openai:loopback@{server.base_url}"
+    serving = LoopbackProcess(server) if args.server_process else server
+    with serving:
+        spec = f"openai:loopback@{serving.base_url}"
         config = RunConfig(
             task="locomo",
             system=system,
@@ -173,8 +175,13 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
     run_dir = RunDir(folder / "runs" / "locomo" / system / system)
     rows, exact = history_chains(run_dir, latency_s)
     max_samples = args.max_samples or 4  # the runner's default for servers
-    calls = len(server.served())
-    busy = server.busy_span_s()
+    if isinstance(serving, LoopbackProcess):
+        assert serving.summary is not None, "the server process sent no records"
+        served, replies = serving.summary, cast(ScriptedReplies, serving.summary.responder)
+    else:
+        served = ServedSummary(server.requests, server.peak_in_flight, replies)
+    calls = len(served.served())
+    busy = served.busy_span_s()
     concurrency_bound = calls * latency_s / args.max_concurrency
     critical = bound([float(str(r["chain_s"])) for r in rows], max_samples)
     serial = bound([float(str(r["serial_chain_s"])) for r in rows], max_samples)
@@ -184,8 +191,8 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
         "failed_questions": result.counts.failed if result.counts else None,
         "llm_calls": calls,
         "calls_by_kind": dict(replies.kinds),
-        "refused": sum(1 for r in server.requests if r.status == 503),
-        "peak_in_flight": server.peak_in_flight,
+        "refused": sum(1 for r in served.requests if r.status == 503),
+        "peak_in_flight": served.peak_in_flight,
         "busy_span_s": round(busy, 3),
         "concurrency_bound_s": round(concurrency_bound, 3),
         "critical_path_bound_s": round(critical, 3),
@@ -234,6 +241,12 @@ async def main() -> None:
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER_SPEC)
     parser.add_argument("--max-requests", type=int, default=20_000, help="per system; the server refuses more")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="per system; the server stops after")
+    parser.add_argument(
+        "--server-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the server in a process of its own (default), not on a thread sharing the harness's GIL",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/ingestion_server.json"))
     args = parser.parse_args()
 

@@ -90,6 +90,7 @@ async def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
     parser.add_argument("--granularities", default="pair/fact,pair/turn", help="extraction_unit/manager_unit, ...")
     parser.add_argument("--no-old", action="store_true", help="skip the structured=false reference")
+    parser.add_argument("-S", dest="options", action="append", default=[], help="more system options, KEY=VALUE")
     parser.add_argument("--out", default="bench/out/memory_systems.json")
     args = parser.parse_args()
 
@@ -97,12 +98,14 @@ async def main() -> None:
     embedder = build_embedder("sentence-transformers:all-MiniLM-L6-v2", use_cache=False)
     await embedder.embed(["warm up"])
     turns = sample.conversation.n_turns
-    print(f"{args.conversation}: {len(sample.conversation.sessions)} sessions, {turns} turns; system {args.system}")
+    extra = " ".join(f"-S {o}" for o in args.options)
+    print(f"{args.conversation}: {len(sample.conversation.sessions)} sessions, {turns} turns; {args.system} {extra}")
     rows = []
     for model in args.models.split(","):
         for granularity in args.granularities.split(","):
             extraction_unit, manager_unit = granularity.split("/")
             options = {"extraction_unit": extraction_unit, "manager_unit": manager_unit}
+            options.update(dict(option.split("=", 1) for option in args.options))
             variants = [("new", options)] + ([] if args.no_old else [("old", {**options, "structured": "false"})])
             for variant, opts in variants:
                 figures = await ingest_once(sample, args.system, model, opts, embedder)

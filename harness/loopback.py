@@ -13,8 +13,9 @@ requests it answers 503, and `max_seconds` after it starts it stops itself.
     with LoopbackServer(lambda messages, schema: "Paris", latency_s=0.05) as server:
         model = build_model(f"openai:loopback@{server.base_url}")
 
-The sync context manager runs the loop in a background thread; `async with` runs it in the caller's loop.
-The responder is called on the server's loop, so it must be quick (it delays every request in flight).
+The sync context manager runs the loop in a background thread; `async with` runs it in the caller's loop;
+`LoopbackProcess(server)` runs it in a forked process, so that a benchmark's client does not share the GIL with
+the server. The responder is called on the server's loop, so it must be quick (it delays every request).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from multiprocessing.connection import Connection
 from typing import cast
 
 from harness.llm.base import Message
@@ -309,3 +312,72 @@ class LoopbackServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
             self._loop.close()
+
+
+@dataclass(frozen=True)
+class ServedSummary:
+    """What a server in another process reports when it stops."""
+
+    requests: list[RequestRecord]
+    peak_in_flight: int
+    responder: object
+    """The responder as the server process left it (e.g. with the counts it kept)."""
+
+    def served(self) -> list[RequestRecord]:
+        return [r for r in self.requests if r.status == 200]
+
+    def busy_span_s(self) -> float:
+        served = self.served()
+        return max(r.end_s for r in served) - min(r.start_s for r in served) if served else 0.0
+
+
+def _serve_in_child(server: LoopbackServer, connection: Connection) -> None:
+    async def main() -> None:
+        async with server:
+            connection.send(server.port)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, connection.recv)  # any message: stop
+        connection.send(ServedSummary(server.requests, server.peak_in_flight, server.responder))
+
+    asyncio.run(main())
+
+
+class LoopbackProcess:
+    """A `LoopbackServer` in a process of its own (forked, so the responder needs no import path): its work does
+    not compete with the client's for the GIL, as a real server's would not. `summary` holds its records once
+    the context exits (monotonic times are comparable: one clock for the machine)."""
+
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+        self.summary: ServedSummary | None = None
+        self._connection: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> LoopbackProcess:
+        ours, theirs = multiprocessing.get_context("fork").Pipe()
+        self._process = multiprocessing.get_context("fork").Process(
+            target=_serve_in_child, args=(self.server, theirs), name="loopback-server", daemon=True
+        )
+        self._process.start()
+        if not ours.poll(30):
+            self._process.kill()
+            raise RuntimeError("the loopback server process did not start within 30 s")
+        self.port = int(ours.recv())
+        self._connection = ours
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._connection is not None and self._process is not None
+        try:
+            self._connection.send("stop")
+            if self._connection.poll(60):
+                self.summary = self._connection.recv()
+        finally:
+            self._process.join(timeout=30)
+            if self._process.is_alive():
+                self._process.kill()

@@ -55,6 +55,9 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
             f" ({m.items_per_history} items, {m.words_per_history:,.0f} words per history)"
             + (f"; {stats}" if stats else "")
         )
+        if m.snapshots:
+            outcomes = ", ".join(f"{outcome} {n}" for outcome, n in m.snapshots.items())
+            notes.append(f"memory snapshots (histories): {outcomes}")
     if result.efficiency is not None:
         e = result.efficiency
         per_correct = ", ".join(f"{m} {v:,.0f}" for m, v in e.tokens_per_correct.items() if v is not None)
