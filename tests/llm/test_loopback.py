@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from harness.llm import GenerateConfig, LLMCallFailed, Message, Model, TransientLLMError
 from harness.llm.build import build_model
 from harness.llm.structured import JSONSchema
-from harness.loopback import JSONObject, LoopbackServer
+from harness.loopback import JSONObject, LoopbackProcess, LoopbackServer
 
 QUESTION: list[Message] = [
     {"role": "system", "content": "Answer in one word."},
@@ -142,3 +142,28 @@ def test_the_server_stops_itself_after_max_seconds() -> None:
         assert server.stopped
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/models")
+
+
+class Counting:
+    """A responder that counts its calls (in whichever process serves them)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, messages: list[Message], schema: JSONObject | None) -> str:
+        self.calls += 1
+        return "Paris"
+
+
+async def test_a_server_in_its_own_process_reports_its_records_and_responder_on_exit() -> None:
+    responder = Counting()
+    with LoopbackProcess(LoopbackServer(responder, latency_s=0.02)) as served:
+        model = build_model(f"openai:loopback@{served.base_url}", max_retries=0)
+        replies = await asyncio.gather(*(model.generate(QUESTION) for _ in range(5)))
+        await model.aclose()
+    assert [r.text for r in replies] == ["Paris"] * 5
+    assert responder.calls == 0, "the calls were served in the other process"
+    summary = served.summary
+    assert summary is not None and len(summary.served()) == 5 and summary.peak_in_flight == 5
+    assert isinstance(summary.responder, Counting) and summary.responder.calls == 5
+    assert all(r.end_s - r.start_s >= 0.02 for r in summary.requests)
