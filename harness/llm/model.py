@@ -64,7 +64,11 @@ class Model:
         config = config or GenerateConfig()
         if self.cache is None or not config.deterministic:
             return self._priced(await self._call_with_retries(messages, config, background))
-        request = request_document(self.identity, messages, config)
+        identity = self.identity
+        if config.json_schema is not None:
+            # Whether the backend enforced the schema decides the reply too (hf enforces only with xgrammar).
+            identity = {**identity, "structured_outputs": self.info.structured_outputs}
+        request = request_document(identity, messages, config)
         hit = self.cache.get(request)
         if hit is not None:
             return self._priced(hit)

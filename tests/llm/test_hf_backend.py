@@ -8,18 +8,33 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from pydantic import BaseModel
 from support import require_smollm2_gguf
 
 from harness.llm import GenerateConfig, LLMError, Message, gguf_convert
 from harness.llm.build import build_backend, build_model
 from harness.llm.gguf_convert import SOURCE_FILE, gguf_sha256, hf_dir_from_gguf, resolve_hf_model
 from harness.llm.providers.hf import HFBackend, context_window_of, cut_at_stop, generation_options
+from harness.llm.structured import JSONSchema
 from harness.plugins import BACKENDS
+from systems.memory_ops import extraction_schema, manager_schema
 
 QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY = GenerateConfig(max_tokens=24, temperature=0.0)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class _Verdict(BaseModel):
+    label: Literal["CORRECT", "WRONG"]
+
+
+VERDICT = JSONSchema.of(_Verdict, name="verdict")
 
 
 def require_transformers() -> None:
@@ -33,6 +48,47 @@ def backend(smollm2_hf_dir: Path) -> Iterator[HFBackend]:
     backend = HFBackend(str(smollm2_hf_dir))
     yield backend
     asyncio.run(backend.aclose())
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random one-layer Llama with a byte-level BPE tokenizer and a ChatML template: real transformers
+    generation in milliseconds. Its replies are noise, so a reply that fits a schema shows the grammar at work."""
+    for module in ("torch", "transformers", "tokenizers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}: pip install torch transformers")
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator([VERDICT.text, QUESTION[0]["content"]], trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
 
 
 @pytest.mark.slow
@@ -110,6 +166,46 @@ async def test_json_mode_runs_unconstrained_and_says_so(backend: HFBackend, capl
     assert completion.completion_tokens > 0
     assert backend.info.extra["json_mode"] == "unconstrained"
     assert "cannot constrain output to JSON" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("schema", "messages"),
+    [
+        (extraction_schema(), "extraction"),
+        (extraction_schema(1, 2), "extraction"),
+        (manager_schema(["0", "1"], 1), "manager"),
+    ],
+    ids=["facts", "one-or-two-facts", "one-operation"],
+)
+async def test_smollm2_replies_fit_the_schema(backend: HFBackend, schema: JSONSchema, messages: str) -> None:
+    prompts: dict[str, list[Message]] = {
+        "extraction": [
+            {"role": "system", "content": 'Write down the facts about the person. Reply with JSON: {"facts": [...]}.'},
+            {
+                "role": "user",
+                "content": "Session date: 8 May 2023\nConversation:\nCaroline: I adopted a dog named Rex yesterday!\n"
+                "Melanie: Cute, I love dogs.\n\nFacts about Caroline (JSON):",
+            },
+        ],
+        "manager": [
+            {
+                "role": "system",
+                "content": "You manage a memory bank. For the new fact choose ADD, UPDATE, DELETE or NONE. Reply with "
+                'JSON: {"memory": [{"event": ..., "id": ..., "text": ...}]}',
+            },
+            {
+                "role": "user",
+                "content": 'Existing memories: [{"id": "0", "text": "Caroline likes tea"}, {"id": "1", "text": '
+                '"Caroline lives in Oslo"}]\nNew facts: ["Caroline adopted a dog named Rex"]',
+            },
+        ],
+    }
+    completion = await backend.generate(prompts[messages], GenerateConfig(max_tokens=96, json_schema=schema))
+    assert backend.info.structured_outputs == "enforced"
+    assert schema.errors(completion.text) == [], completion.text
+    assert completion.finish_reason == "stop"
+    assert completion.text.endswith("}")
 
 
 @pytest.mark.slow
@@ -248,3 +344,90 @@ async def test_adapter_without_peft_says_how_to_install(tmp_path: Path, monkeypa
     assert backend.info.context_window == 64
     with pytest.raises(LLMError, match="pip install peft"):
         await backend.generate(QUESTION, GREEDY)
+
+
+def _schema_errors(text: str) -> list[str]:
+    return VERDICT.errors(text)
+
+
+async def test_schema_is_enforced_and_compiled_once(tiny_hf_dir: Path) -> None:
+    pytest.importorskip("xgrammar")
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        assert backend.info.structured_outputs == "enforced"
+        assert backend.info.extra["schema_grammar"].startswith("xgrammar==")
+        free = await backend.generate(QUESTION, GenerateConfig(max_tokens=48))
+        assert _schema_errors(free.text) != [], free.text  # the model alone writes noise
+        constrained = GenerateConfig(max_tokens=48, json_schema=VERDICT)
+        first, second = await backend.generate(QUESTION, constrained), await backend.generate(QUESTION, constrained)
+        assert _schema_errors(first.text) == [], first.text
+        assert second == first
+        # The grammar ends the reply at its closing brace: the last token is the end-of-turn token.
+        assert first.text.endswith("}") and first.finish_reason == "stop"
+        assert first.completion_tokens < constrained.max_tokens
+        assert backend._grammars is not None
+        assert (backend._grammars.compiled.cache_info().misses, backend._grammars.compiled.cache_info().hits) == (1, 1)
+        other = await backend.generate(QUESTION, GenerateConfig(max_tokens=8, json_schema=extraction_schema()))
+        assert other.text.startswith('{"facts": [')
+        assert backend._grammars.compiled.cache_info().misses == 2
+    finally:
+        await backend.aclose()
+
+
+async def test_stop_strings_cut_a_constrained_reply(tiny_hf_dir: Path) -> None:
+    pytest.importorskip("xgrammar")
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        # Compact JSON: the grammar itself writes `{"label": ` before the model picks a label.
+        cut = await backend.generate(QUESTION, GenerateConfig(max_tokens=48, json_schema=VERDICT, stop=(": ",)))
+        assert (cut.text, cut.finish_reason) == ('{"label"', "stop")
+    finally:
+        await backend.aclose()
+
+
+async def test_without_xgrammar_schema_calls_run_unconstrained(
+    tiny_hf_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "xgrammar", None)
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        assert backend.info.structured_outputs == "unconstrained"
+        assert "schema_grammar" not in backend.info.extra
+        config = GenerateConfig(max_tokens=8, json_schema=VERDICT)
+        replies = [await backend.generate(QUESTION, config) for _ in range(2)]
+        assert all(reply.completion_tokens == 8 and reply.finish_reason == "length" for reply in replies)
+        assert _schema_errors(replies[0].text) != []
+        warnings = [
+            record.getMessage() for record in caplog.records if "cannot enforce JSON schemas" in record.getMessage()
+        ]
+        assert len(warnings) == 1 and "hf-structured" in warnings[0]
+    finally:
+        await backend.aclose()
+
+
+async def test_xgrammar_that_does_not_import_is_recorded(
+    tiny_hf_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("xgrammar")
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        assert backend.info.structured_outputs == "enforced"
+        monkeypatch.setitem(sys.modules, "xgrammar", None)  # found on disk, but the import fails
+        reply = await backend.generate(QUESTION, GenerateConfig(max_tokens=8, json_schema=VERDICT))
+        assert reply.completion_tokens == 8
+        assert backend.info.structured_outputs == "unconstrained"
+        assert "schema_grammar" not in backend.info.extra
+        assert "xgrammar does not import" in caplog.text
+    finally:
+        await backend.aclose()
+
+
+async def test_a_schema_that_does_not_compile_is_a_permanent_error(tiny_hf_dir: Path) -> None:
+    pytest.importorskip("xgrammar")
+    broken = JSONSchema(name="broken", text='{"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}')
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        with pytest.raises(LLMError, match="cannot compile the JSON schema"):
+            await backend.generate(QUESTION, GenerateConfig(max_tokens=8, json_schema=broken))
+    finally:
+        await backend.aclose()

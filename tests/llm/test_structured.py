@@ -95,3 +95,17 @@ async def test_the_mock_fails_a_scripted_reply_that_does_not_fit_and_can_be_told
     lenient = Model(MockBackend(replies=["not json"], validate_schema=False), spec="mock", max_retries=0)
     assert (await lenient.generate([{"role": "user", "content": "x"}], config)).text == "not json"
     assert checking.info.structured_outputs == "validated" and lenient.info.structured_outputs == "unconstrained"
+
+
+async def test_a_cached_schema_reply_is_not_served_to_a_backend_that_enforces_differently(tmp_path):
+    from harness.llm.cache import CallCache
+
+    cache = CallCache(tmp_path / "calls.sqlite")
+    config = GenerateConfig(json_schema=JSONSchema.of(Outer, name="outer"))
+    question = [{"role": "user", "content": "x"}]
+    free = Model(MockBackend(replies=["not json"], validate_schema=False), spec="mock", cache=cache)
+    assert (await free.generate(question, config)).text == "not json"  # type: ignore[arg-type]
+    fitting = '{"items": [], "title": "t"}'
+    enforcing = Model(MockBackend(replies=[fitting]), spec="mock", cache=cache)
+    reply = await enforcing.generate(question, config)  # type: ignore[arg-type]
+    assert (reply.text, reply.cached) == (fitting, False)

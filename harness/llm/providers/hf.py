@@ -8,15 +8,26 @@ so `hf:gguf:smollm2-135m` computes with the weights `llamacpp:smollm2-135m` uses
 llama.cpp's quantized kernels: answers can differ slightly.
 
 Prompts go through the tokenizer's chat template. Greedy when temperature is 0; `max_tokens`, `temperature`,
-`top_p`, `stop` and `seed` are honoured (a seed sets torch's global generator). `json_mode` cannot be
-honoured: transformers has no JSON grammar, so the request is generated unconstrained (the prompt must ask
-for JSON; callers parse leniently) and `info.extra["json_mode"]` says so. The model loads on the first call,
-in a worker thread; calls run one at a time. torch and transformers are imported only when needed.
+`top_p`, `stop` and `seed` are honoured (a seed sets torch's global generator).
+
+A `json_schema` is enforced with xgrammar (`pip install 'memory-harness[hf-structured]'`): the schema is
+compiled once into a grammar over the tokenizer's vocabulary, and a logits processor masks every token the
+grammar forbids, so the reply is compact JSON that ends at its closing brace (unless `max_tokens` cuts it).
+xgrammar was chosen by measurement on SmolLM2 (CPU): ~0.3 ms of masking per token against ~85 ms per forward
+pass; lm-format-enforcer cost ~14 ms per token and its transformers integration does not import with
+transformers 5; outlines cost ~0.5 ms per token but 5-30 s on its first call. Without xgrammar, schema calls
+run unconstrained with a warning, and `info.structured_outputs` says which happens. `json_mode` alone is
+generated unconstrained (the prompt must ask for JSON; callers parse leniently), as
+`info.extra["json_mode"]` says. The model loads on the first call, in a worker thread; calls run one at a
+time. torch, transformers and xgrammar are imported only when needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import threading
@@ -25,12 +36,15 @@ from typing import Any
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message
 from harness.llm.gguf_convert import GGUF_PREFIX, resolve_hf_model
+from harness.llm.structured import JSONSchema
 from harness.model_loading import MODEL_LOAD_LOCK
 
 DEFAULT_MODEL = f"{GGUF_PREFIX}smollm2-135m"
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 INSTALL_HINT = "pip install torch transformers"
+SCHEMA_LIBRARY = "xgrammar"
+SCHEMA_INSTALL_HINT = "pip install 'memory-harness[hf-structured]'"
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +132,54 @@ def _stop_criteria(tokenizer: Any, stops: tuple[str, ...], prompt_length: int) -
     return StoppingCriteriaList([StopOnText()])
 
 
+def schema_library_version() -> str | None:
+    """The installed xgrammar's version, found without importing it; None when it cannot be imported."""
+    if importlib.util.find_spec(SCHEMA_LIBRARY) is None:  # also None when sys.modules blocks it
+        return None
+    try:
+        return importlib.metadata.version(SCHEMA_LIBRARY)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return {int(token) for token in (eos if isinstance(eos, list) else [eos]) if token is not None}
+
+
+class SchemaGrammars:
+    """JSON-schema grammars over one tokenizer's vocabulary (xgrammar), compiled once per schema text.
+
+    Args:
+        tokenizer: the model's Hugging Face tokenizer.
+        vocab_size: the width of the model's logits (may exceed the tokenizer's vocabulary: padding rows).
+        stop_ids: the tokens that end a generation, allowed once the JSON is complete (None: xgrammar's guess
+            from the tokenizer).
+    """
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: list[int] | None) -> None:
+        import xgrammar  # ImportError when missing: the caller falls back to unconstrained generation
+
+        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_ids)
+        # The lru_cache below bounds memory; the compiler's own cache would grow without bound.
+        self._compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
+        self.compiled = functools.lru_cache(maxsize=256)(self._compile)
+        """The compiled grammar of a schema text (cached)."""
+
+    def _compile(self, schema_text: str) -> Any:
+        try:
+            # Compact JSON: fewer tokens per reply, and no room for a model to loop on whitespace.
+            return self._compiler.compile_json_schema(schema_text, any_whitespace=False)
+        except RuntimeError as error:  # xgrammar reports unsupported or broken schemas as RuntimeError
+            raise LLMError(f"hf: cannot compile the JSON schema into a grammar: {error}") from error
+
+    def logits_processor(self, schema: JSONSchema) -> Any:
+        """A processor for one `generate()` call (xgrammar's processor keeps per-call matcher state)."""
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        return LogitsProcessor(self.compiled(schema.text))
+
+
 class HFBackend:
     """Chat completions from a transformers model in this process; one call at a time.
 
@@ -148,15 +210,20 @@ class HFBackend:
         self._model: Any = None
         self._tokenizer: Any = None
         self._closed = False
-        self._json_mode_warned = False
+        self._warned: set[str] = set()
+        self._grammars: SchemaGrammars | None = None
         extra = {"location": self.location, "device": device or "auto", "json_mode": "unconstrained"}
         if self.base is not None:
             extra["adapter_base"] = self.base
+        library = schema_library_version()
+        if library is not None:
+            extra["schema_grammar"] = f"{SCHEMA_LIBRARY}=={library}"
         self.info = BackendInfo(
             provider="hf",
             model=name,
             context_window=context_window_of(self.location),
             max_concurrency=1,
+            structured_outputs="enforced" if library is not None else "unconstrained",
             extra=extra,
         )
 
@@ -218,13 +285,39 @@ class HFBackend:
         # The template writes the special tokens (BOS, role markers) itself.
         return tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("hf:%s %s", self.info.model, message)
+
+    def _warn_schema_unenforced(self, reason: str) -> None:
+        self._warn_once("json_schema", f"cannot enforce JSON schemas ({reason}); schema calls run unconstrained")
+
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
         if self._closed:
             raise LLMError("hf backend used after aclose()")
-        if config.json_mode and not self._json_mode_warned:
-            self._json_mode_warned = True
-            logger.warning("hf:%s cannot constrain output to JSON; json_mode calls run unconstrained", self.info.model)
+        if config.json_schema is not None and self.info.structured_outputs != "enforced":
+            self._warn_schema_unenforced(f"{SCHEMA_LIBRARY} is not installed: {SCHEMA_INSTALL_HINT}")
+        elif config.json_schema is None and config.json_mode:
+            self._warn_once("json_mode", "cannot constrain output to JSON; json_mode calls run unconstrained")
         return await asyncio.to_thread(self._generate_blocking, messages, config)
+
+    def _schema_processors(self, schema: JSONSchema | None, tokenizer: Any, model: Any) -> list[Any]:
+        """The logits processors enforcing `schema`: none without a schema, or without xgrammar (recorded in
+        `info.structured_outputs`). Called with `_lock` held."""
+        if schema is None or self.info.structured_outputs != "enforced":
+            return []
+        if self._grammars is None:
+            head = model.get_output_embeddings()  # the logits' width, padding rows included
+            vocab_size = int(head.weight.shape[0]) if head is not None else len(tokenizer)
+            try:
+                self._grammars = SchemaGrammars(tokenizer, vocab_size, sorted(_eos_ids(model)) or None)
+            except ImportError as error:  # found on disk but not importable (a broken install, or blocked)
+                self.info.structured_outputs = "unconstrained"
+                self.info.extra.pop("schema_grammar", None)
+                self._warn_schema_unenforced(f"{SCHEMA_LIBRARY} does not import: {error}")
+                return []
+        return [self._grammars.logits_processor(schema)]
 
     def _generate_blocking(self, messages: list[Message], config: GenerateConfig) -> Completion:
         import torch
@@ -241,15 +334,19 @@ class HFBackend:
                 )
             max_new = config.max_tokens if window is None else min(config.max_tokens, window - prompt_length)
             criteria = _stop_criteria(tokenizer, config.stop, prompt_length) if config.stop else None
+            processors = self._schema_processors(config.json_schema, tokenizer, model)
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             with torch.inference_mode():
-                output = model.generate(**encoded, **generation_options(config, max_new), stopping_criteria=criteria)
+                output = model.generate(
+                    **encoded,
+                    **generation_options(config, max_new),
+                    stopping_criteria=criteria,
+                    logits_processor=processors or None,
+                )
         new_tokens = output[0, prompt_length:]
         text, stopped = cut_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), config.stop)
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else {eos}
-        ended = len(new_tokens) > 0 and int(new_tokens[-1]) in eos_ids
+        ended = len(new_tokens) > 0 and int(new_tokens[-1]) in _eos_ids(model)
         return Completion(
             text=text,
             prompt_tokens=prompt_length,
@@ -264,6 +361,7 @@ class HFBackend:
     def _release(self) -> None:
         with self._lock:
             self._model = None
+            self._grammars = None
 
     async def aclose(self) -> None:
         self._closed = True
