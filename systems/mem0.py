@@ -98,9 +98,11 @@ class Mem0Options(BaseModel):
     """Facts the extraction schema requires per call. Small models allowed none tend to write none; 1 makes them
     write something (measured: SmolLM2 then often copies the turn)."""
     max_facts: int | None = Field(default=8, ge=1)
-    """At most this many facts per extraction call (`maxItems` of the schema); None: no cap. Measured on
-    Qwen2.5-Coder-0.5B without a cap: 3 of 36 real LoCoMo extraction replies repeated one fact until the
-    256-token limit cut the JSON off (invalid, and ~18 s each)."""
+    """At most this many facts per extraction call (`maxItems` of the schema); None: no cap."""
+    max_fact_chars: int | None = Field(default=200, ge=1)
+    """At most this many characters per fact (`maxLength`); None: no cap. Measured on Qwen2.5-Coder-0.5B without
+    caps: 4 of 49 real LoCoMo extraction replies repeated a fact, or a phrase inside one, until the 256-token
+    limit cut the JSON off (invalid, and ~18 s each)."""
     speakers: str | None = None
     """Comma-separated speakers whose memories are kept (extraction runs only about them); None: every speaker.
     `user` for LongMemEval, whose questions are about the user (its `single-session-assistant` ones are not)."""
@@ -122,6 +124,7 @@ INGESTION_OPTIONS = frozenset(
         "speakers",
         "min_facts",
         "max_facts",
+        "max_fact_chars",
         "structured",
         "top_k_related",
     }
@@ -228,7 +231,9 @@ class Mem0System:
         self.extractor = context.role("memory")
         structured = self.options.structured
         self.extraction_config = (
-            extraction_config(self.options.min_facts, self.options.max_facts) if structured else EXTRACTION_CONFIG
+            extraction_config(self.options.min_facts, self.options.max_facts, self.options.max_fact_chars)
+            if structured
+            else EXTRACTION_CONFIG
         )
         self.manager = MemoryManager(context.role(self.manager_role), constrained=structured)
         self.answer_model = context.role("answer")

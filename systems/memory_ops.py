@@ -108,17 +108,31 @@ class _ManagerReply(BaseModel):
     memory: list[_OperationReply]
 
 
-def extraction_schema(min_facts: int = 0, max_facts: int | None = None) -> JSONSchema:
-    """`{"facts": [str, ...]}` with between `min_facts` and `max_facts` facts. A small model allowed an empty
-    list tends to always choose it; `min_facts=1` makes it write something (often the turn itself)."""
+def extraction_schema(min_facts: int = 0, max_facts: int | None = None, max_chars: int | None = None) -> JSONSchema:
+    """`{"facts": [str, ...]}` with between `min_facts` and `max_facts` facts of at most `max_chars` characters.
+    A small model allowed an empty list tends to always choose it; `min_facts=1` makes it write something
+    (often the turn itself). The caps stop a small model that repeats itself before the token limit cuts the
+    JSON off."""
     bounds: dict[str, int] = {"minItems": min_facts} if min_facts else {}
     if max_facts is not None:
         bounds["maxItems"] = max_facts
-    return JSONSchema.of(_FactsReply, name="facts", patch=lambda schema: patched(schema, ("facts",), **bounds))
+
+    def restrict(schema: dict[str, Any]) -> None:
+        patched(schema, ("facts",), **bounds)
+        if max_chars is not None:
+            patched(schema, ("facts", "[]"), maxLength=max_chars)
+
+    return JSONSchema.of(_FactsReply, name="facts", patch=restrict)
 
 
-def extraction_config(min_facts: int = 0, max_facts: int | None = None) -> GenerateConfig:
-    return dataclasses.replace(EXTRACTION_CONFIG, json_schema=extraction_schema(min_facts, max_facts))
+def extraction_config(min_facts: int = 0, max_facts: int | None = None, max_chars: int | None = None) -> GenerateConfig:
+    """`EXTRACTION_CONFIG` with the schema, and room for the longest reply the schema allows (about 4 characters
+    a token) when it is capped, so that no valid reply is cut off."""
+    schema = extraction_schema(min_facts, max_facts, max_chars)
+    tokens = EXTRACTION_CONFIG.max_tokens
+    if max_facts is not None and max_chars is not None:
+        tokens = max(tokens, 16 + max_facts * (max_chars // 4 + 4))
+    return dataclasses.replace(EXTRACTION_CONFIG, json_schema=schema, max_tokens=tokens)
 
 
 def manager_schema(shown_ids: Sequence[str], operations: int) -> JSONSchema:

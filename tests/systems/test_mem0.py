@@ -289,14 +289,15 @@ async def test_session_extraction_unit_reads_a_whole_session_per_speaker():
 
 async def test_schema_options_reach_the_extraction_call_and_structured_false_sends_none():
     backend = MockBackend(responder=responder())
-    await build(backend, min_facts="1", max_facts="3").ingest_history(SESSIONS[:1])
+    await build(backend, min_facts="1", max_facts="3", max_fact_chars="40").ingest_history(SESSIONS[:1])
     facts_schema = backend.configs[0].json_schema
     assert facts_schema is not None and facts_schema.schema["properties"]["facts"] == {
         "type": "array",
-        "items": {"type": "string"},
+        "items": {"type": "string", "maxLength": 40},
         "minItems": 1,
         "maxItems": 3,
     }
+    assert backend.configs[0].max_tokens >= 3 * 40 // 4, "room for the longest reply the schema allows"
     plain = MockBackend(responder=responder())
     await build(plain, structured="false").ingest_history(SESSIONS[:1])
     assert all(c.json_schema is None and c.json_mode for c in plain.configs)
