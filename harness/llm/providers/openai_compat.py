@@ -90,11 +90,13 @@ class OpenAIBackend:
             options["response_format"] = {"type": "json_object", "schema": config.json_schema.schema}
         try:
             response = await self._create(messages, options)
-        except openai.BadRequestError as error:
-            if config.json_schema is None or self._schema_dialect != "json_schema":
+        except openai.APIStatusError as error:
+            rejected_format = "response_format" in str(error) and error.status_code in (400, 422, 500)
+            if config.json_schema is None or self._schema_dialect != "json_schema" or not rejected_format:
                 raise classify_api_error(error, f"openai:{self.info.model}") from error
-            # llama-cpp-python's server knows only `json_object` with a `schema` beside it (it rejects the
-            # `json_schema` type with 422): try its form once, and keep it for this server if it is accepted.
+            # llama-cpp-python's server knows only `json_object` with a `schema` beside it (it answers the
+            # `json_schema` type with a 500 naming `response_format`): try its form once, and keep it for this
+            # server if it is accepted.
             options["response_format"] = {"type": "json_object", "schema": config.json_schema.schema}
             try:
                 response = await self._create(messages, options)
