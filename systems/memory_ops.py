@@ -21,6 +21,7 @@ Contracts (modelled on Mem0's two-phase pipeline and Memory-R1's Memory Manager;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -135,20 +136,36 @@ def extraction_config(min_facts: int = 0, max_facts: int | None = None, max_char
     return dataclasses.replace(EXTRACTION_CONFIG, json_schema=schema, max_tokens=tokens)
 
 
+MANAGER_TEXT_CHARS = 200
+"""The longest memory text the manager schema allows: a 0.5B model otherwise repeated a phrase until the token
+limit cut the JSON off (1 of 76 real replies)."""
+
+
 def manager_schema(shown_ids: Sequence[str], operations: int) -> JSONSchema:
-    """`{"memory": [...]}` with exactly `operations` operations (one per new fact), whose ids are the ids
-    shown in the prompt or "new"."""
+    """`{"memory": [...]}` with exactly `operations` operations (one per new fact): an ADD names the id "new";
+    UPDATE, DELETE and NONE name one of the ids shown in the prompt (NONE may say "new" when none was shown).
+    Measured without the split: 3 of 76 real Qwen2.5-Coder-0.5B decisions were an UPDATE of "new"."""
 
     def restrict(schema: dict[str, Any]) -> None:
         patched(schema, ("memory",), minItems=operations, maxItems=operations)
-        patched(schema, ("memory", "[]", "id"), enum=["new", *shown_ids])
+        operation = schema["properties"]["memory"]["items"]
+        operation["properties"]["text"]["maxLength"] = MANAGER_TEXT_CHARS
+        add = copy.deepcopy(operation)
+        add["properties"].update(event={"type": "string", "enum": ["ADD"]}, id={"type": "string", "enum": ["new"]})
+        change = copy.deepcopy(operation)
+        events, ids = (["UPDATE", "DELETE", "NONE"], list(shown_ids)) if shown_ids else (["NONE"], ["new"])
+        change["properties"].update(event={"type": "string", "enum": events}, id={"type": "string", "enum": ids})
+        schema["properties"]["memory"]["items"] = {"anyOf": [add, change]}
 
     return JSONSchema.of(_ManagerReply, name="memory_operations", patch=restrict)
 
 
 def manager_config(id_map: Mapping[str, str], operations: int, base: GenerateConfig | None = None) -> GenerateConfig:
-    """`base` (default `MANAGER_CONFIG`) with the schema of a decision on `operations` facts over `id_map`."""
-    return dataclasses.replace(base or MANAGER_CONFIG, json_schema=manager_schema(list(id_map), operations))
+    """`base` (default `MANAGER_CONFIG`) with the schema of a decision on `operations` facts over `id_map`, and
+    room in `max_tokens` for the longest reply it allows."""
+    config = base or MANAGER_CONFIG
+    tokens = max(config.max_tokens, 16 + operations * (MANAGER_TEXT_CHARS // 4 + 24))
+    return dataclasses.replace(config, json_schema=manager_schema(list(id_map), operations), max_tokens=tokens)
 
 
 def build_extraction_messages(turns: Sequence[Turn], speaker: str, date: str | None) -> list[Message]:

@@ -12,7 +12,7 @@ can and say how in `BackendInfo.structured_outputs`:
 - `unconstrained`: the backend generates freely; the prompt asks for JSON and the parsers stay lenient.
 
 The schemas use only what every enforcing engine accepts (objects with required properties and no extra ones,
-arrays with `minItems`/`maxItems`, strings, `enum`), which is also the subset `validate` checks.
+arrays with `minItems`/`maxItems`, strings with `maxLength`, `enum`, `anyOf`), the subset `validate` checks.
 """
 
 from __future__ import annotations
@@ -104,8 +104,11 @@ class JSONSchema:
 
 
 def validate(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
-    """Errors of `value` against the schema subset this module builds (type, enum, properties, required,
-    additionalProperties, items, minItems, maxItems)."""
+    """Errors of `value` against the schema subset the harness builds (anyOf, type, enum, properties, required,
+    additionalProperties, items, minItems, maxItems, maxLength)."""
+    if "anyOf" in schema:
+        branches = [validate(value, branch, where) for branch in schema["anyOf"]]
+        return [] if any(not errors for errors in branches) else min(branches, key=len)
     if "enum" in schema and value not in schema["enum"]:
         return [f"{where}: {value!r} is not one of {schema['enum']}"]
     kind = schema.get("type")
@@ -129,6 +132,8 @@ def validate(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
         for key, sub in properties.items():
             if key in value:
                 errors += validate(value[key], sub, f"{where}.{key}")
+    if kind == "string" and len(value) > schema.get("maxLength", len(value)):
+        errors.append(f"{where}: longer than {schema['maxLength']} characters")
     if kind == "array":
         if len(value) < schema.get("minItems", 0):
             errors.append(f"{where}: fewer than {schema['minItems']} items")
