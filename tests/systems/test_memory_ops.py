@@ -13,6 +13,7 @@ from systems.memory_ops import (
     build_extraction_messages,
     build_manager_messages,
     load_json_reply,
+    manager_schema,
     parse_extraction_reply,
     parse_manager_reply,
 )
@@ -137,3 +138,22 @@ def test_load_json_reply_raises_when_nothing_parses():
     assert load_json_reply('noise {"a": 1} noise') == {"a": 1}
     with pytest.raises(ValueError):
         load_json_reply("{not json}")
+
+
+def test_manager_schema_ties_each_event_to_the_ids_it_may_name():
+    schema = manager_schema(["0", "1"], 2)
+
+    def reply(*operations: tuple[str, str]) -> str:
+        return json.dumps({"memory": [{"event": e, "id": i, "text": "Ann lives in Bergen"} for e, i in operations]})
+
+    assert schema.errors(reply(("ADD", "new"), ("UPDATE", "1"))) == []
+    assert schema.errors(reply(("ADD", "new"), ("NONE", "0"))) == []
+    assert schema.errors(reply(("UPDATE", "new"), ("ADD", "new")))  # an UPDATE must name a shown memory
+    assert schema.errors(reply(("ADD", "0"), ("ADD", "new")))  # an ADD names "new"
+    assert schema.errors(reply(("DELETE", "7"), ("ADD", "new")))  # an id that was never shown
+    assert schema.errors(reply(("ADD", "new")))  # one operation per new fact
+    long_text = json.dumps({"memory": [{"event": "ADD", "id": "new", "text": "x" * 201}]})
+    assert manager_schema([], 1).errors(long_text) == ["$.memory[0].text: longer than 200 characters"]
+    empty_bank = manager_schema([], 1)
+    assert empty_bank.errors(json.dumps({"memory": [{"event": "NONE", "id": "new", "text": ""}]})) == []
+    assert empty_bank.errors(json.dumps({"memory": [{"event": "UPDATE", "id": "new", "text": "x"}]}))
