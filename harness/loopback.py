@@ -42,6 +42,8 @@ Responder = Callable[[list[Message], JSONObject | None], str]
 """Messages and the requested JSON schema (None when the request names none) in, reply text out."""
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+START_TIMEOUT_S = 120.0
+"""How long `LoopbackProcess` waits for its server to listen (a loaded CI machine forks slowly)."""
 
 
 def echo_responder(messages: list[Message], schema: JSONObject | None) -> str:
@@ -364,9 +366,9 @@ class LoopbackProcess:
             target=_serve_in_child, args=(self.server, theirs), name="loopback-server", daemon=True
         )
         self._process.start()
-        if not ours.poll(30):
+        if not ours.poll(START_TIMEOUT_S):
             self._process.kill()
-            raise RuntimeError("the loopback server process did not start within 30 s")
+            raise RuntimeError(f"the loopback server process did not start within {START_TIMEOUT_S:.0f} s")
         self.port = int(ours.recv())
         self._connection = ours
         return self
@@ -375,7 +377,7 @@ class LoopbackProcess:
         assert self._connection is not None and self._process is not None
         try:
             self._connection.send("stop")
-            if self._connection.poll(60):
+            if self._connection.poll(START_TIMEOUT_S):
                 self.summary = self._connection.recv()
         finally:
             self._process.join(timeout=30)
