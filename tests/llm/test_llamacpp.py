@@ -157,3 +157,38 @@ def test_a_schema_the_grammar_cannot_express_is_an_error_not_any_json() -> None:
     require_model()
     with pytest.raises(LLMError, match="cannot compile the JSON schema"):
         llamacpp._grammar('{"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}}')
+
+
+@pytest.mark.slow
+async def test_grammar_first_sampling_gives_the_replies_of_the_whole_vocabulary_mask(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llama_cpp import Llama
+
+    samplers: list[llamacpp.GrammarFirstSampler] = []
+
+    class Recorded(llamacpp.GrammarFirstSampler):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            samplers.append(self)
+
+    monkeypatch.setattr(llamacpp, "GrammarFirstSampler", Recorded)
+    config = extraction_config(min_facts=1, max_facts=3)
+    calls = [
+        build_extraction_messages(LOCOMO_PAIR, "Caroline", "8 May 2023"),
+        build_extraction_messages(LOCOMO_PAIR, "Melanie", "8 May 2023"),
+    ]
+    engine = backend._live_engine()
+
+    async def from_empty_cache(messages: list[Message]) -> str:
+        engine.llm.reset()  # a reused prefix changes the batch split, and with it the last bits of the logits
+        return (await backend.generate(messages, config)).text
+
+    fast = [await from_empty_cache(messages) for messages in calls]
+    assert len(samplers) == 2 and all(s.checked > 0 for s in samplers)
+    assert any(s.masked < s.checked for s in samplers), "the greedy token is checked alone first"
+
+    monkeypatch.setattr(engine.llm, "_init_sampler", lambda **options: Llama._init_sampler(engine.llm, **options))
+    chain = [await from_empty_cache(messages) for messages in calls]
+    assert len(samplers) == 2, "the reference ran llama-cpp-python's own sampler chain"
+    assert fast == chain

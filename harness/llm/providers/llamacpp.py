@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import functools
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -73,16 +75,95 @@ _engines: dict[tuple[str, int], _Engine] = {}
 _engines_lock = threading.Lock()
 
 
+class GrammarFirstSampler:
+    """Greedy decoding under a grammar that checks the unconstrained best token first.
+
+    llama-cpp-python's sampler chain applies the grammar to the whole vocabulary at every step before the greedy
+    choice: on Qwen2.5's 151k tokens that more than doubles the time per token. The greedy token is almost
+    always one the grammar allows, so this checks that one token and falls back to masking the whole vocabulary
+    only when the grammar rejects it (llama.cpp's own `common_sampler` does the same). The chosen token is the
+    same either way: the argmax of the allowed tokens. Quacks like llama-cpp-python's `LlamaSampler`.
+    """
+
+    def __init__(self, llm: Llama, grammar: LlamaGrammar) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self._lib = llama_cpp
+        self._np = np
+        self._n_vocab = llm.n_vocab()
+        self._grammar = llama_cpp.llama_sampler_init_grammar(
+            llm._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not self._grammar:
+            raise LLMError("llamacpp: llama.cpp could not parse the grammar of the JSON schema")
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._all = (llama_cpp.llama_token_data * self._n_vocab)()
+        token_data = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self._all_view: Any = np.frombuffer(self._all, dtype=token_data)  # type: ignore[call-overload]
+        self.checked = 0
+        self.masked = 0
+
+    def _allowed(self, data: ctypes.Array[Any], size: int) -> None:
+        candidates = self._lib.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
+        self._lib.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:
+        np = self._np
+        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(ctx.ctx, idx), shape=(self._n_vocab,))
+        token = int(np.argmax(logits))
+        self._one[0] = self._lib.llama_token_data(token, float(logits[token]), 0.0)
+        self._allowed(self._one, 1)
+        self.checked += 1
+        if self._one[0].logit == -math.inf:
+            self.masked += 1
+            self._all_view["id"] = np.arange(self._n_vocab, dtype=np.int32)
+            self._all_view["logit"] = logits
+            self._allowed(self._all, self._n_vocab)
+            token = int(np.argmax(self._all_view["logit"]))
+        self._lib.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def close(self) -> None:
+        if self._grammar:
+            self._lib.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@functools.cache
+def _llama_class() -> type[Llama]:
+    """llama-cpp-python's `Llama`, with `GrammarFirstSampler` for greedy grammar-constrained calls."""
+    from llama_cpp import Llama
+
+    class GrammarFirstLlama(Llama):
+        def _init_sampler(self, **options: Any) -> Any:  # type: ignore[override]
+            grammar = options.get("grammar")
+            neutral = (
+                options.get("repeat_penalty", 1.0) == 1.0
+                and options.get("frequency_penalty", 0.0) == 0.0
+                and options.get("presence_penalty", 0.0) == 0.0
+                and options.get("logits_processor") is None
+            )
+            if grammar is not None and options.get("temp") == 0.0 and neutral:
+                return GrammarFirstSampler(self, grammar)
+            return super()._init_sampler(**options)
+
+    return GrammarFirstLlama
+
+
 def _load(path: Path, n_ctx: int, n_threads: int, flash_attn: bool) -> _Engine:
     try:
-        from llama_cpp import Llama
+        llama_class = _llama_class()
     except ImportError as error:
         raise LLMError(
             f"the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python ({error})"
         ) from error
     try:
         # chat_format=None: llama-cpp-python formats with the chat template stored in the GGUF.
-        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn, verbose=False)
+        llm = llama_class(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn, verbose=False)
     except ValueError as error:
         raise LLMError(f"llamacpp: could not load {path}: {error}") from error
     return _Engine(llm=llm, n_ctx=n_ctx, flash_attn=flash_attn)
