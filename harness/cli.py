@@ -210,7 +210,8 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
 
     regress = commands.add_parser(
         "regress",
-        help="fail (exit 1) when a candidate run is significantly worse than a baseline",
+        help="fail (exit 1) when a candidate run is significantly worse than a baseline (or, with --expect-better, "
+        "not significantly better)",
         epilog="A cell (overall or a question type) fails when it drops by more than --max-drop points (x100) and "
         "a one-sided paired permutation test gives p < --alpha.",
     )
@@ -222,6 +223,12 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
     regress.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     regress.add_argument(
         "--allow-missing", action="store_true", help="do not fail when the candidate lacks baseline questions"
+    )
+    regress.add_argument(
+        "--expect-better",
+        action="store_true",
+        help="also fail unless the candidate is significantly better overall (one-sided paired permutation test, "
+        "p < --alpha): for a training run that must help",
     )
     regress.add_argument("--format", choices=formats, default="console")
 
@@ -404,6 +411,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         seed=args.seed,
         allow_missing=args.allow_missing,
+        expect_better=args.expect_better,
     )
     _show_table(regression_table(report), args.format, None)
     return 0 if report.passed else 1

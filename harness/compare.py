@@ -110,6 +110,8 @@ class RegressionReport:
     alpha: float
     seed: int
     resamples: int
+    improvement: PairedTest | None = None
+    """With `expect_better`: the one-sided paired permutation test of candidate > baseline, overall."""
 
 
 def spec_mismatches(a: RunSpec, b: RunSpec) -> list[str]:
@@ -209,14 +211,17 @@ def regress(
     seed: int = 0,
     resamples: int = TEST_RESAMPLES,
     allow_missing: bool = False,
+    expect_better: bool = False,
 ) -> RegressionReport:
-    """Whether `candidate` is no worse than `baseline`, per question type and overall.
+    """Whether `candidate` is no worse than `baseline`, per question type and overall; with `expect_better`,
+    also whether it is significantly better overall (for a training run that is required to help).
 
     A cell fails when its mean drops by more than `max_drop` points (x100) and a one-sided paired permutation
     test of candidate < baseline gives p < alpha. A cell too small for any p below alpha (4 or fewer changed
     answers: the smallest exact one-sided p is 1/2^k) is marked "worse, too few to test" instead of passing
     silently as "worse, not significant". Baseline questions the candidate lacks fail the check unless
-    `allow_missing`.
+    `allow_missing`. `expect_better` adds a one-sided paired permutation test of candidate > baseline on all
+    shared questions, which must give p < alpha.
     """
     runs = load_runs([baseline, candidate])
     metric = choose_metric(runs, metric)
@@ -234,6 +239,11 @@ def regress(
     missing = [i for i in base.answered if i not in cand.answered]
     unscored = [i for i in base.answered if i in cand.answered and i not in shared]
     reasons = [_failure_reason(cell, alpha) for cell in cells if cell.verdict == "FAIL"]
+    improvement = None
+    if expect_better:
+        improvement = _paired(shared, list(shared), 1, paired_permutation, "greater", seed, resamples)
+        if improvement.p_value >= alpha:
+            reasons.append(_not_better_reason(improvement, alpha))
     if missing and not allow_missing:
         reasons.append(f"the candidate lacks {len(missing)} baseline questions (absent or failed): {_ids(missing)}")
     return RegressionReport(
@@ -251,6 +261,7 @@ def regress(
         alpha=alpha,
         seed=seed,
         resamples=resamples,
+        improvement=improvement,
     )
 
 
@@ -274,6 +285,12 @@ def regression_table(r: RegressionReport) -> ReportTable:
         f"a cell fails when it drops by more than {_points(r.max_drop)} and p < {r.alpha:g}, one-sided paired "
         f"permutation test (exact up to 16 changed answers, else {r.resamples} resamples, seed {r.seed})",
     ]
+    if r.improvement is not None:
+        gain = r.improvement
+        table.notes.append(
+            f"expected better: overall {_pct(gain.mean_a)} -> {_pct(gain.mean_b)} ({100 * gain.diff:+.2f} points),"
+            f" one-sided paired permutation test of candidate > baseline: {_p_is(gain.p_value)}"
+        )
     if any(cell.verdict == "worse, too few to test" for cell in r.cells):
         table.notes.append(
             f"worse, too few to test: so few answers changed that no p-value below {r.alpha:g} is possible"
@@ -363,6 +380,16 @@ def _failure_reason(cell: RegressionCell, alpha: float) -> str:
         f"{cell.question_type}: {_pct(cell.baseline)} -> {_pct(cell.candidate)} on {cell.n} questions, "
         f"a drop of {cell.drop:.2f} points ({_p_is(cell.p_value)}, alpha {alpha:g})"
     )
+
+
+def _not_better_reason(gain: PairedTest, alpha: float) -> str:
+    reason = (
+        f"overall: not significantly better, {_pct(gain.mean_a)} -> {_pct(gain.mean_b)} on {gain.n} questions"
+        f" ({_p_is(gain.p_value)}, alpha {alpha:g})"
+    )
+    if gain.min_p >= alpha:
+        reason += f"; too few answers changed for any p below {alpha:g}"
+    return reason
 
 
 def _mismatches(a: ComparedRun, b: ComparedRun) -> list[str]:

@@ -91,6 +91,18 @@ def test_regress_exits_1_on_a_planted_drop_and_0_on_an_equal_run(tmp_path, capsy
     assert "FAILED" in out and "overall: 70.00 -> 50.00 on 100 questions" in out
 
 
+def test_regress_expect_better_exits_1_on_an_equal_run_and_0_on_a_planted_gain(tmp_path, capsys):
+    scores = dict(zip(ids(100), [1.0] * 70 + [0.0] * 30, strict=True))
+    baseline = write_run(tmp_path / "baseline", scores, spec=make_spec())
+    equal = write_run(tmp_path / "equal", scores, spec=make_spec("candidate"))
+    better = write_run(tmp_path / "better", {**scores, **dict.fromkeys(ids(100)[70:90], 1.0)}, spec=make_spec("c"))
+
+    assert main(["regress", "--baseline", str(baseline), "--candidate", str(equal), "--expect-better"]) == 1
+    assert "not significantly better, 70.00 -> 70.00" in capsys.readouterr().out
+    assert main(["regress", "--baseline", str(baseline), "--candidate", str(better), "--expect-better"]) == 0
+    assert "PASSED" in capsys.readouterr().out
+
+
 def test_score_needs_a_run_or_a_predictions_file():
     with pytest.raises(SystemExit, match="RUN_DIR"):
         main(["score"])

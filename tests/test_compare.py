@@ -193,6 +193,46 @@ def test_every_answer_lost_fails_from_five_questions_on(tmp_path) -> None:
     assert (overall.p_value, overall.verdict) == (pytest.approx(1 / 32), "FAIL")
 
 
+def test_expect_better_passes_a_planted_improvement(tmp_path) -> None:
+    # 15 of 100 wrong answers fixed, none lost: the exact one-sided sign-flip p is 1/2^15.
+    base_scores = {q: 0.0 if i < 40 else 1.0 for i, q in enumerate(ids(100))}
+    cand_scores = base_scores | dict.fromkeys(ids(15), 1.0)
+    report = regress(
+        write_run(tmp_path / "base", base_scores), write_run(tmp_path / "cand", cand_scores), expect_better=True
+    )
+    assert report.passed and report.reasons == []
+    assert report.improvement is not None
+    assert (report.improvement.n, report.improvement.diff) == (100, pytest.approx(0.15))
+    assert report.improvement.p_value == pytest.approx(1 / 2**15)
+    assert regression_table(report).notes[-2] == (
+        "expected better: overall 60.00 -> 75.00 (+15.00 points), one-sided paired permutation test of "
+        "candidate > baseline: p<0.001"
+    )
+
+
+def test_expect_better_fails_a_planted_null_that_the_plain_gate_passes(tmp_path) -> None:
+    # 3 answers fixed and 3 lost: no change on average, p = P(B >= 3), B ~ Bin(6, 1/2) = 42/64.
+    base_scores = {q: 0.0 if i < 40 else 1.0 for i, q in enumerate(ids(100))}
+    cand_scores = base_scores | dict.fromkeys(ids(3), 1.0) | {q: 0.0 for q in ids(100)[50:53]}
+    base, cand = write_run(tmp_path / "base", base_scores), write_run(tmp_path / "cand", cand_scores)
+    assert regress(base, cand).passed
+
+    report = regress(base, cand, expect_better=True)
+    assert not report.passed
+    assert report.improvement is not None and report.improvement.p_value == pytest.approx(42 / 64)
+    assert report.reasons == [
+        "overall: not significantly better, 60.00 -> 60.00 on 100 questions (p=0.656, alpha 0.05)"
+    ]
+    assert [cell.verdict for cell in report.cells] == ["ok", "ok", "ok"]
+
+
+def test_expect_better_says_when_too_few_answers_changed_to_tell(tmp_path) -> None:
+    base = write_run(tmp_path / "base", dict.fromkeys(ids(10), 0.0))
+    cand = write_run(tmp_path / "cand", dict.fromkeys(ids(10), 0.0) | dict.fromkeys(ids(3), 1.0))
+    (reason,) = regress(base, cand, expect_better=True).reasons
+    assert reason.endswith("(p=0.125, alpha 0.05); too few answers changed for any p below 0.05")
+
+
 def test_missing_candidate_questions_fail_unless_allowed(tmp_path) -> None:
     base = write_run(tmp_path / "base", dict.fromkeys(ids(10), 1.0))
     cand = write_run(tmp_path / "cand", dict.fromkeys(ids(8), 1.0), failed={"q7"})
