@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 from support import require_smollm2_gguf
 
-from harness.llm import GenerateConfig, LLMError, Message, gguf_convert
+from harness.llm import Completion, GenerateConfig, LLMError, Message, gguf_convert
 from harness.llm.build import build_backend, build_model
 from harness.llm.gguf_convert import SOURCE_FILE, gguf_sha256, hf_dir_from_gguf, resolve_hf_model
 from harness.llm.providers.hf import HFBackend, context_window_of, cut_at_stop, generation_options
@@ -135,7 +135,7 @@ async def test_greedy_answer_is_deterministic(backend: HFBackend) -> None:
     assert first.prompt_tokens > 10
     assert 0 < first.completion_tokens <= GREEDY.max_tokens
     assert first.finish_reason == "stop"
-    assert (backend.info.provider, backend.info.context_window, backend.info.max_concurrency) == ("hf", 8192, 1)
+    assert (backend.info.provider, backend.info.context_window, backend.info.max_concurrency) == ("hf", 8192, 8)
     assert backend.info.extra["device"] == "cpu"
 
 
@@ -431,3 +431,108 @@ async def test_a_schema_that_does_not_compile_is_a_permanent_error(tiny_hf_dir: 
             await backend.generate(QUESTION, GenerateConfig(max_tokens=8, json_schema=broken))
     finally:
         await backend.aclose()
+
+
+PROMPTS: list[list[Message]] = [
+    [{"role": "user", "content": text}]
+    for text in ("What is the capital of France?", "Name a colour.", "Say hello to Caroline and Melanie, please.", "Hi")
+]
+
+
+async def _one_batch(
+    backend: HFBackend, calls: list[tuple[list[Message], GenerateConfig]]
+) -> list[Completion | BaseException]:
+    """The replies to (or errors of) `calls` decoded as one batch: a first call holds the worker while the
+    others queue."""
+    backend._lock.acquire()
+    try:
+        blocker = asyncio.ensure_future(backend.generate(QUESTION, GREEDY))
+        await asyncio.sleep(0)  # the blocker is queued
+        while backend._pending:  # the worker has taken the blocker and waits for the lock
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(backend.generate(messages, config)) for messages, config in calls]
+        while len(backend._pending) < len(calls):
+            await asyncio.sleep(0.01)
+    finally:
+        backend._lock.release()
+    await blocker
+    return list(await asyncio.gather(*queued, return_exceptions=True))
+
+
+async def test_concurrent_greedy_calls_share_a_batch_and_reply_as_one_at_a_time(tiny_hf_dir: Path) -> None:
+    backend = HFBackend(str(tiny_hf_dir), max_batch=8)
+    try:
+        assert backend.info.max_concurrency == 8
+        calls = [(messages, GenerateConfig(max_tokens=6 + 3 * n)) for n, messages in enumerate(PROMPTS)]
+        alone = [await backend.generate(messages, config) for messages, config in calls]
+        assert backend.batch_sizes == [1, 1, 1, 1]
+        together = await _one_batch(backend, calls)
+        assert backend.batch_sizes[-2:] == [1, 4]
+        assert together == alone
+        # Each row keeps its own limit in a batch whose longest row runs on.
+        assert [reply.completion_tokens for reply in together] == [6, 9, 12, 15]
+        assert len({reply.prompt_tokens for reply in together}) > 1  # padding is not counted
+    finally:
+        await backend.aclose()
+
+
+async def test_a_batch_keeps_each_rows_stop_strings_and_schema(tiny_hf_dir: Path) -> None:
+    pytest.importorskip("xgrammar")
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        free = GenerateConfig(max_tokens=24)
+        constrained = GenerateConfig(max_tokens=48, json_schema=VERDICT)
+        cut = GenerateConfig(max_tokens=48, json_schema=VERDICT, stop=(": ",))
+        alone = [await backend.generate(QUESTION, config) for config in (free, constrained, cut)]
+        together = await _one_batch(backend, [(QUESTION, config) for config in (free, constrained, cut)])
+        assert backend.batch_sizes[-1] == 3
+        assert together == alone
+        assert _schema_errors(together[0].text) != []  # the row without a schema is not masked
+        assert _schema_errors(together[1].text) == [] and together[1].finish_reason == "stop"
+        assert (together[2].text, together[2].finish_reason) == ('{"label"', "stop")
+    finally:
+        await backend.aclose()
+
+
+async def test_a_prompt_too_long_fails_alone_in_its_batch(tiny_hf_dir: Path) -> None:
+    backend = HFBackend(str(tiny_hf_dir))
+    try:
+        too_long: list[Message] = [{"role": "user", "content": "capital " * 600}]
+        config = GenerateConfig(max_tokens=4)
+        first, failed, last = await _one_batch(
+            backend, [(PROMPTS[0], config), (too_long, config), (PROMPTS[1], config)]
+        )
+        assert isinstance(failed, LLMError) and "prompt too long" in str(failed)
+        assert isinstance(first, Completion) and isinstance(last, Completion)
+        assert first.completion_tokens == last.completion_tokens == 4
+        assert backend.batch_sizes[-1] == 2
+    finally:
+        await backend.aclose()
+
+
+def test_only_compatible_calls_share_a_batch() -> None:
+    from harness.llm.providers.hf import _Request
+
+    def key(**options: object) -> object:
+        return _Request(QUESTION, GenerateConfig(**options)).batch_key  # type: ignore[arg-type]
+
+    assert key() == key(max_tokens=3, stop=("x",), json_schema=VERDICT)  # greedy rows batch whatever their limits
+    assert key(temperature=0.7) == key(temperature=0.7, max_tokens=9)
+    assert key(temperature=0.7) != key(temperature=0.7, top_p=0.9) != key()
+    assert key(temperature=0.7, seed=1) != key(temperature=0.7, seed=1)  # a seeded draw runs alone
+
+
+async def test_closing_finishes_queued_calls_and_refuses_new_ones(tiny_hf_dir: Path) -> None:
+    backend = HFBackend(str(tiny_hf_dir))
+    replies = [asyncio.ensure_future(backend.generate(messages, GREEDY)) for messages in PROMPTS]
+    await asyncio.sleep(0)
+    await backend.aclose()
+    assert all(reply.done() and reply.result().completion_tokens > 0 for reply in replies)
+    assert backend._worker is None
+    with pytest.raises(LLMError, match="after aclose"):
+        await backend.generate(QUESTION, GREEDY)
+
+
+def test_max_batch_must_be_positive(tiny_hf_dir: Path) -> None:
+    with pytest.raises(LLMError, match="max_batch must be at least 1"):
+        HFBackend(str(tiny_hf_dir), max_batch=0)

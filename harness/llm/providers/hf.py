@@ -18,19 +18,29 @@ pass; lm-format-enforcer cost ~14 ms per token and its transformers integration 
 transformers 5; outlines cost ~0.5 ms per token but 5-30 s on its first call. Without xgrammar, schema calls
 run unconstrained with a warning, and `info.structured_outputs` says which happens. `json_mode` alone is
 generated unconstrained (the prompt must ask for JSON; callers parse leniently), as
-`info.extra["json_mode"]` says. The model loads on the first call, in a worker thread; calls run one at a
-time. torch, transformers and xgrammar are imported only when needed.
+`info.extra["json_mode"]` says.
+
+Concurrent calls are batched: a worker thread takes every waiting request that can share a `generate()` call
+(up to `max_batch`, the backend's `max_concurrency`), left-pads their prompts and decodes them together; each
+row keeps its own `max_tokens`, stop strings and schema, and leaves the batch's work once it is done. Greedy
+calls batch with each other, unseeded sampled calls with the same temperature and top_p, and a seeded sampled
+call runs alone (its draws would otherwise depend on its batch-mates). Batched greedy rows give the replies of
+one-at-a-time calls up to floating-point ties (padding changes the order of additions). The model loads on the
+first call, in the worker thread. torch, transformers and xgrammar are imported only when needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +51,14 @@ from harness.model_loading import MODEL_LOAD_LOCK
 
 DEFAULT_MODEL = f"{GGUF_PREFIX}smollm2-135m"
 ADAPTER_CONFIG = "adapter_config.json"
+TRAIN_META = "train_meta.json"
+"""Written beside a checkpoint by `trainers.memr1`; what it records of the training enters the run spec."""
+TRAINED_FIELDS = ("algorithm", "agent", "steps", "reward", "reward_settings", "base_model")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 INSTALL_HINT = "pip install torch transformers"
 SCHEMA_LIBRARY = "xgrammar"
 SCHEMA_INSTALL_HINT = "pip install 'memory-harness[hf-structured]'"
+DEFAULT_MAX_BATCH = 8
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +79,15 @@ def adapter_base(location: str) -> str | None:
     if not base:
         raise LLMError(f"hf: {location}/{ADAPTER_CONFIG} names no base_model_name_or_path")
     return resolve_hf_model(str(base))
+
+
+def trained_record(location: str) -> dict[str, Any] | None:
+    """What a trainer's checkpoint directory says it was trained for (`TRAINED_FIELDS` of its train_meta.json:
+    algorithm, agent, steps, reward and its settings, base model); None for any other model."""
+    meta = _read_json(Path(location) / TRAIN_META)
+    if meta is None:
+        return None
+    return {key: meta[key] for key in TRAINED_FIELDS if key in meta}
 
 
 def _config_file(location: str) -> Path | None:
@@ -115,23 +138,6 @@ def generation_options(config: GenerateConfig, max_new_tokens: int) -> dict[str,
     }
 
 
-def _stop_criteria(tokenizer: Any, stops: tuple[str, ...], prompt_length: int) -> Any:
-    """Stops once the decoded completion contains a stop string. Decoding the completion each step costs far
-    less than a forward pass, and unlike `generate(stop_strings=...)` needs no per-vocabulary precomputation."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class StopOnText(StoppingCriteria):
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
-            done = [
-                any(stop in tokenizer.decode(row[prompt_length:], skip_special_tokens=True) for stop in stops)
-                for row in input_ids
-            ]
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([StopOnText()])
-
-
 def schema_library_version() -> str | None:
     """The installed xgrammar's version, found without importing it; None when it cannot be imported."""
     if importlib.util.find_spec(SCHEMA_LIBRARY) is None:  # also None when sys.modules blocks it
@@ -173,21 +179,116 @@ class SchemaGrammars:
         except RuntimeError as error:  # xgrammar reports unsupported or broken schemas as RuntimeError
             raise LLMError(f"hf: cannot compile the JSON schema into a grammar: {error}") from error
 
-    def logits_processor(self, schema: JSONSchema) -> Any:
-        """A processor for one `generate()` call (xgrammar's processor keeps per-call matcher state)."""
-        from xgrammar.contrib.hf import LogitsProcessor
 
-        return LogitsProcessor(self.compiled(schema.text))
+@dataclass
+class _Request:
+    messages: list[Message]
+    config: GenerateConfig
+    future: concurrent.futures.Future[Completion] = field(default_factory=concurrent.futures.Future)
+
+    @property
+    def batch_key(self) -> Hashable:
+        """Requests with equal keys can share one `generate()` call."""
+        config = self.config
+        if config.temperature <= 0.0:
+            return "greedy"
+        if config.seed is not None:
+            return ("seeded", id(self))
+        return ("sampled", config.temperature, config.top_p)
+
+
+@dataclass
+class _Rows:
+    """Per-row state of one batched `generate()` call, shared by its stopping criterion and grammar masks.
+
+    A row is done once it ends its turn (an end-of-turn token), writes one of its stop strings, or reaches its
+    own token limit; done rows are padded by `generate()` until the whole batch is done.
+    """
+
+    prompt_length: int
+    limits: list[int]
+    stops: list[tuple[str, ...]]
+    eos_ids: set[int]
+    tokenizer: Any
+    done_at: list[int | None] = field(init=False)
+    stopped: list[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.done_at = [None] * len(self.limits)
+        self.stopped = [False] * len(self.limits)
+
+    def update(self, input_ids: Any) -> list[bool]:
+        generated = int(input_ids.shape[1]) - self.prompt_length
+        for row, limit in enumerate(self.limits):
+            if self.done_at[row] is not None or generated == 0:
+                continue
+            tokens = input_ids[row, self.prompt_length :]
+            if int(tokens[-1]) in self.eos_ids or generated >= limit:
+                self.done_at[row] = generated
+            elif self.stops[row] and any(
+                stop in self.tokenizer.decode(tokens, skip_special_tokens=True) for stop in self.stops[row]
+            ):
+                self.done_at[row], self.stopped[row] = generated, True
+        return [at is not None for at in self.done_at]
+
+    def tokens_of(self, output: Any, row: int) -> Any:
+        tokens = output[row, self.prompt_length :]
+        at = self.done_at[row]
+        return tokens[: self.limits[row] if at is None else at]
+
+
+def _stopping_criteria(rows: _Rows) -> Any:
+    """Stops each row at its own limit, stop string or end of turn. Decoding a row's completion each step costs
+    far less than a forward pass, and unlike `generate(stop_strings=...)` needs no per-vocabulary precomputation."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowsDone(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return torch.tensor(rows.update(input_ids), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([RowsDone()])
+
+
+def _grammar_processor(rows: _Rows, grammars: Sequence[Any | None], vocab_size: int) -> Any:
+    """Masks, for each row with a compiled grammar, the tokens its grammar forbids next. A row's matcher
+    advances by the row's last token; done rows (and rows without a grammar) are left alone."""
+    import torch
+    import xgrammar
+    from transformers import LogitsProcessor
+
+    matchers = [xgrammar.GrammarMatcher(grammar) if grammar is not None else None for grammar in grammars]
+    bitmask = xgrammar.allocate_token_bitmask(len(matchers), vocab_size)
+
+    class GrammarMasks(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            first_step = int(input_ids.shape[1]) == rows.prompt_length
+            masked = []
+            for row, matcher in enumerate(matchers):
+                if matcher is None or rows.done_at[row] is not None:
+                    continue
+                if not first_step and not matcher.accept_token(int(input_ids[row, -1])):
+                    raise LLMError(f"hf: token {int(input_ids[row, -1])} broke the grammar it was masked by")
+                if matcher.is_terminated():
+                    continue
+                matcher.fill_next_token_bitmask(bitmask, row)
+                masked.append(row)
+            if masked:
+                xgrammar.apply_token_bitmask_inplace(scores, bitmask.to(scores.device), indices=masked)
+            return scores
+
+    return GrammarMasks()
 
 
 class HFBackend:
-    """Chat completions from a transformers model in this process; one call at a time.
+    """Chat completions from a transformers model in this process; concurrent calls are decoded in batches.
 
     Args:
         model: a model directory, LoRA adapter directory, hub id, or `gguf:NAME`; default `gguf:smollm2-135m`.
         base_url: not used (the model runs in-process); must be None.
         device: `cuda`, `cpu`, ...; default cuda when available, else cpu.
         dtype: a torch dtype name (`float32`, `bfloat16`, ...); default bfloat16 on GPU, float32 on CPU.
+        max_batch: the most requests decoded in one `generate()` call (the backend's `max_concurrency`).
     """
 
     def __init__(
@@ -197,6 +298,7 @@ class HFBackend:
         *,
         device: str | None = None,
         dtype: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         if base_url is not None:
             raise LLMError("hf runs the model in-process and takes no base URL; use openai:MODEL@URL for a server")
@@ -204,17 +306,34 @@ class HFBackend:
         self.location = resolve_hf_model(name)
         self.base = adapter_base(self.location)
         self._device, self._dtype = device, dtype
+        if max_batch < 1:
+            raise LLMError(f"hf: max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
         self._lock = threading.Lock()
-        """Held by a generation, and by loading the model: one call at a time, and one load."""
+        """Held by a batch's generation, and by loading or releasing the model."""
+        self._pending: list[_Request] = []
+        self._wakeup = threading.Condition()
+        """Guards `_pending` and `_worker`; notified when a request arrives or the backend closes."""
+        self._worker: threading.Thread | None = None
+        self.batch_sizes: list[int] = []
+        """The size of every batch decoded so far, in order (what a benchmark reports)."""
         self._tokenizer_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
         self._closed = False
         self._warned: set[str] = set()
         self._grammars: SchemaGrammars | None = None
-        extra = {"location": self.location, "device": device or "auto", "json_mode": "unconstrained"}
+        extra: dict[str, Any] = {
+            "location": self.location,
+            "device": device or "auto",
+            "json_mode": "unconstrained",
+            "max_batch": max_batch,
+        }
         if self.base is not None:
             extra["adapter_base"] = self.base
+        trained = trained_record(self.location)
+        if trained is not None:
+            extra["trained"] = trained
         library = schema_library_version()
         if library is not None:
             extra["schema_grammar"] = f"{SCHEMA_LIBRARY}=={library}"
@@ -222,7 +341,7 @@ class HFBackend:
             provider="hf",
             model=name,
             context_window=context_window_of(self.location),
-            max_concurrency=1,
+            max_concurrency=max_batch,
             structured_outputs="enforced" if library is not None else "unconstrained",
             extra=extra,
         )
@@ -278,12 +397,10 @@ class HFBackend:
             raise LLMError(f"hf: {self.location} is a LoRA adapter; loading it needs peft: pip install peft") from error
         return PeftModel
 
-    def _prompt_ids(self, tokenizer: Any, messages: list[Message]) -> Any:
+    def _prompt_text(self, tokenizer: Any, messages: list[Message]) -> str:
         if not tokenizer.chat_template:
             raise LLMError(f"hf:{self.info.model}: the tokenizer has no chat template (a base model?)")
-        prompt = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        # The template writes the special tokens (BOS, role markers) itself.
-        return tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        return str(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False))
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -294,71 +411,148 @@ class HFBackend:
         self._warn_once("json_schema", f"cannot enforce JSON schemas ({reason}); schema calls run unconstrained")
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
-        if self._closed:
-            raise LLMError("hf backend used after aclose()")
         if config.json_schema is not None and self.info.structured_outputs != "enforced":
             self._warn_schema_unenforced(f"{SCHEMA_LIBRARY} is not installed: {SCHEMA_INSTALL_HINT}")
         elif config.json_schema is None and config.json_mode:
             self._warn_once("json_mode", "cannot constrain output to JSON; json_mode calls run unconstrained")
-        return await asyncio.to_thread(self._generate_blocking, messages, config)
+        request = _Request(messages, config)
+        with self._wakeup:
+            if self._closed:
+                raise LLMError("hf backend used after aclose()")
+            self._pending.append(request)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name=f"hf:{self.info.model}", daemon=True)
+                self._worker.start()
+            self._wakeup.notify()
+        return await asyncio.wrap_future(request.future)
 
-    def _schema_processors(self, schema: JSONSchema | None, tokenizer: Any, model: Any) -> list[Any]:
-        """The logits processors enforcing `schema`: none without a schema, or without xgrammar (recorded in
-        `info.structured_outputs`). Called with `_lock` held."""
-        if schema is None or self.info.structured_outputs != "enforced":
-            return []
+    def _next_batch(self) -> list[_Request] | None:
+        """The oldest waiting request with every later one that can share its batch; None once closed."""
+        with self._wakeup:
+            while not self._pending and not self._closed:
+                self._wakeup.wait()
+            if not self._pending:
+                return None
+            key = self._pending[0].batch_key
+            batch = [request for request in self._pending if request.batch_key == key][: self.max_batch]
+            self._pending = [request for request in self._pending if request not in batch]
+            return batch
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [request for request in batch if request.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                completions = self._generate_batch(live)
+            except BaseException as error:  # every row of a failed batch fails with it; the worker lives on
+                for request in live:
+                    request.future.set_exception(error)
+                continue
+            for request, completion in zip(live, completions, strict=True):
+                if isinstance(completion, Exception):
+                    request.future.set_exception(completion)
+                else:
+                    request.future.set_result(completion)
+
+    def _schema_processor(self, rows: _Rows, schemas: list[JSONSchema | None], tokenizer: Any, model: Any) -> Any:
+        """The logits processor enforcing each row's schema: None when no row has one, or without xgrammar
+        (recorded in `info.structured_outputs`). Called with `_lock` held."""
+        if all(schema is None for schema in schemas) or self.info.structured_outputs != "enforced":
+            return None
+        head = model.get_output_embeddings()  # the logits' width, padding rows included
+        vocab_size = int(head.weight.shape[0]) if head is not None else len(tokenizer)
         if self._grammars is None:
-            head = model.get_output_embeddings()  # the logits' width, padding rows included
-            vocab_size = int(head.weight.shape[0]) if head is not None else len(tokenizer)
             try:
                 self._grammars = SchemaGrammars(tokenizer, vocab_size, sorted(_eos_ids(model)) or None)
             except ImportError as error:  # found on disk but not importable (a broken install, or blocked)
                 self.info.structured_outputs = "unconstrained"
                 self.info.extra.pop("schema_grammar", None)
                 self._warn_schema_unenforced(f"{SCHEMA_LIBRARY} does not import: {error}")
-                return []
-        return [self._grammars.logits_processor(schema)]
+                return None
+        grammars = [None if schema is None else self._grammars.compiled(schema.text) for schema in schemas]
+        return _grammar_processor(rows, grammars, vocab_size)
 
-    def _generate_blocking(self, messages: list[Message], config: GenerateConfig) -> Completion:
+    def _admit(self, tokenizer: Any, request: _Request) -> tuple[str, int] | LLMError:
+        """A request's prompt text and token limit, or the error that fails it alone (a prompt too long)."""
+        try:
+            text = self._prompt_text(tokenizer, request.messages)
+        except LLMError as error:
+            return error
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        window = self.info.context_window
+        if window is not None and length >= window:
+            return LLMError(f"hf:{self.info.model}: prompt too long: {length} tokens, context window {window}")
+        return text, request.config.max_tokens if window is None else min(request.config.max_tokens, window - length)
+
+    def _generate_batch(self, batch: list[_Request]) -> list[Completion | Exception]:
+        """One `generate()` call for the admitted requests of a batch; a request refused alone gets its error."""
         import torch
 
         with self._lock:
             model = self._load_model()
             tokenizer = self._load_tokenizer()
-            encoded = self._prompt_ids(tokenizer, messages).to(model.device)
-            prompt_length = int(encoded["input_ids"].shape[1])
-            window = self.info.context_window
-            if window is not None and prompt_length >= window:
-                raise LLMError(
-                    f"hf:{self.info.model}: prompt too long: {prompt_length} tokens, context window {window}"
-                )
-            max_new = config.max_tokens if window is None else min(config.max_tokens, window - prompt_length)
-            criteria = _stop_criteria(tokenizer, config.stop, prompt_length) if config.stop else None
-            processors = self._schema_processors(config.json_schema, tokenizer, model)
+            admitted = [self._admit(tokenizer, request) for request in batch]
+            results: list[Completion | Exception] = [
+                entry if isinstance(entry, LLMError) else Completion(text="") for entry in admitted
+            ]
+            rows = [(index, entry) for index, entry in enumerate(admitted) if not isinstance(entry, LLMError)]
+            if not rows:
+                return results
+            eos_ids = _eos_ids(model)
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token_id = min(eos_ids, default=0)
+            # The template writes the special tokens (BOS, role markers) itself; left padding keeps every
+            # row's last prompt token in the last column, where generation continues.
+            tokenizer.padding_side = "left"
+            texts = [text for _, (text, _) in rows]
+            encoded = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
+            state = _Rows(
+                prompt_length=int(encoded["input_ids"].shape[1]),
+                limits=[limit for _, (_, limit) in rows],
+                stops=[batch[index].config.stop for index, _ in rows],
+                eos_ids=eos_ids,
+                tokenizer=tokenizer,
+            )
+            schemas = [batch[index].config.json_schema for index, _ in rows]
+            processor = self._schema_processor(state, schemas, tokenizer, model)
+            config = batch[rows[0][0]].config
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             with torch.inference_mode():
                 output = model.generate(
                     **encoded,
-                    **generation_options(config, max_new),
-                    stopping_criteria=criteria,
-                    logits_processor=processors or None,
+                    **generation_options(config, max(state.limits)),
+                    pad_token_id=tokenizer.pad_token_id,
+                    stopping_criteria=_stopping_criteria(state),
+                    logits_processor=[processor] if processor is not None else None,
                 )
-        new_tokens = output[0, prompt_length:]
-        text, stopped = cut_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), config.stop)
-        ended = len(new_tokens) > 0 and int(new_tokens[-1]) in _eos_ids(model)
-        return Completion(
-            text=text,
-            prompt_tokens=prompt_length,
-            completion_tokens=len(new_tokens),
-            finish_reason="stop" if stopped or ended else "length",
-        )
+            self.batch_sizes.append(len(rows))
+        prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        for position, (index, _) in enumerate(rows):
+            tokens = state.tokens_of(output, position)
+            text, cut = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), batch[index].config.stop)
+            ended = len(tokens) > 0 and int(tokens[-1]) in eos_ids
+            results[index] = Completion(
+                text=text,
+                prompt_tokens=int(prompt_tokens[position]),
+                completion_tokens=len(tokens),
+                finish_reason="stop" if cut or ended else "length",
+            )
+        return results
 
     def count_tokens(self, text: str) -> int | None:
         # Loads only the tokenizer (a second or so), never the model, and never waits for a generation.
         return len(self._load_tokenizer().encode(text, add_special_tokens=False))
 
     def _release(self) -> None:
+        """Lets the worker finish what is queued, stops it, then frees the model."""
+        with self._wakeup:
+            self._closed = True
+            worker, self._worker = self._worker, None
+            self._wakeup.notify_all()
+        if worker is not None:
+            worker.join()
         with self._lock:
             self._model = None
             self._grammars = None
