@@ -75,7 +75,7 @@ def main() -> None:
         print(f"step time: mean {sum(step_times) / len(step_times):.1f}s, max {max(step_times):.1f}s")
     print(f"peak RSS: {result.peak_rss_mb:.0f} MB")
     for point in result.val:
-        print(f"val EM at step {point.step}: {point.em:.3f} ({point.examples} questions)")
+        print(f"val at step {point.step}: EM {point.em:.3f}, F1 {point.f1 or 0:.3f} ({point.examples} questions)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(json.loads(result.model_dump_json()), indent=1) + "\n")
 

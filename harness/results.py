@@ -12,7 +12,7 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,9 @@ class RoleInfo(BaseModel):
     structured_outputs: StructuredOutputs | None = None
     """What its backend does with a call's JSON schema: `enforced`, `requested`, `validated` or `unconstrained`
     (`harness.llm.structured`); None in runs made before this was recorded."""
+    trained: dict[str, Any] | None = None
+    """For a trained checkpoint (`hf:DIR` of `trainers.memr1`): what its train_meta.json says it was trained
+    for, reward choice and weights included; None for other models."""
 
 
 class RunSpec(BaseModel):

@@ -202,6 +202,7 @@ def role_info(model: Model) -> RoleInfo:
         context_window=model.info.context_window,
         price=model.price.source if model.price else None,
         structured_outputs=model.info.structured_outputs,
+        trained=model.info.extra.get("trained"),
     )
 
 

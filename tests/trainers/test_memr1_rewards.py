@@ -47,6 +47,7 @@ def test_answer_reward_takes_trl_keywords_and_can_require_the_marker():
     gold = [["Paris"]] * 3
     assert answer_reward(prompts=[[]] * 3, completions=completions, gold=gold, **kwargs) == [1.0, 1.0, 1.0]
     assert answer_reward([[]] * 3, completions, gold, require_marker=True) == [1.0, 0.0, 0.0]
+    assert answer_reward([[]] * 3, completions, gold, format_weight=0.25) == [1.25, 1.0, 1.0]
     with pytest.raises(ValueError, match="2 gold"):
         answer_reward([[]] * 3, completions, gold[:2])
 

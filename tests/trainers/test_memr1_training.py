@@ -213,6 +213,23 @@ def test_train_meta_records_the_run(grpo_answer, smollm2_hf_dir):
     assert (meta["val_em_before"], meta["val_em_after"]) == (result.val_em_before, result.val_em_after)
     assert len(meta["history"]) == 2 and "git_sha" in meta
     assert {"torch", "transformers", "trl", "peft"} <= set(meta["versions"])
+    assert meta["reward_settings"] == {"score": "em", "format_weight": 0.0, "require_marker": False}
+    # What an evaluation of the checkpoint records in its run spec (`roles.<role>.trained`).
+    trained = HFBackend(str(output)).info.extra["trained"]
+    assert (trained["algorithm"], trained["agent"], trained["steps"]) == ("grpo", "answer", 2)
+    assert trained["reward_settings"] == meta["reward_settings"] and trained["reward"] == meta["reward"]
+
+
+def test_the_gold_teacher_writes_the_answers_in_the_agents_format():
+    from trainers.memr1.sft import teacher_replies
+
+    rows = [{"prompt": [], "gold": ["7 May 2023", "May 7"]}, {"prompt": [], "gold": ["Oslo"]}]
+    replies = teacher_replies("gold", "answer", rows)
+    assert replies == ["**Answer:** 7 May 2023", "**Answer:** Oslo"]
+    completions = [[{"role": "assistant", "content": reply}] for reply in replies]
+    assert answer_reward([[], []], completions, [row["gold"] for row in rows], require_marker=True) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="manager has no gold reply"):
+        teacher_replies("gold", "manager", rows)
 
 
 def question_of(messages: list[Message]) -> str:

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help="override max_steps")
     parser.add_argument("--limit-train", type=int, help="override data.limit_train")
     parser.add_argument("--limit-val", type=int, help="override data.limit_val")
-    parser.add_argument("--teacher", help="sft: the teacher's model spec (overrides sft.teacher)")
+    parser.add_argument(
+        "--teacher", help="sft: the teacher's model spec, or gold (the train answers; overrides sft.teacher)"
+    )
     parser.add_argument("--frozen-answer-model", help="manager: the frozen Answer Agent's spec")
     parser.add_argument("--data-dir", help="folder holding locomo/locomo10.json (default: $HARNESS_DATA_DIR)")
     parser.add_argument("--data-file", help="use exactly this LoCoMo file")
@@ -87,16 +89,19 @@ def train(algorithm: str, config: TrainConfig, agent: str, model: str, output: P
     raise ValueError(f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
 
 
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def summary(result: TrainResult) -> str:
     rewards = [f"{r:.3f}" for r in result.reward_history if r is not None]
     losses = [f"{loss:.4f}" for loss in result.loss_history if loss is not None]
-    before = "n/a" if result.val_em_before is None else f"{result.val_em_before:.3f}"
-    after = "n/a" if result.val_em_after is None else f"{result.val_em_after:.3f}"
     lines = [
         f"{result.algorithm} {result.agent}: {result.steps} steps in {result.train_seconds:.1f}s",
         f"reward per logging step: {' '.join(rewards) or 'n/a'}",
         f"loss per logging step: {' '.join(losses) or 'n/a'}",
-        f"val EM: before {before}, after {after}",
+        f"val EM: before {_score(result.val_em_before)}, after {_score(result.val_em_after)}",
+        f"val F1: before {_score(result.val_f1_before)}, after {_score(result.val_f1_after)}",
         f"checkpoint: {result.checkpoint} (evaluate with --answer-model / --manager-model hf:{result.checkpoint})",
     ]
     return "\n".join(lines)

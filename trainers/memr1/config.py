@@ -58,8 +58,6 @@ class DataSettings(_Strict):
     """Folder with locomo/locomo10.json-style official files (default: $HARNESS_DATA_DIR, then the cache)."""
     data_file: str | None = None
     """Exactly this LoCoMo file (unchecked)."""
-    require_marker: bool = False
-    """Answer reward: score 0 when the reply lacks `**Answer:**` (a format penalty; off = the system's parse)."""
 
     def bank_config(self) -> BankConfig:
         return BankConfig(
@@ -68,6 +66,29 @@ class DataSettings(_Strict):
             model=self.bank_model if self.bank_source == "llm" else None,
             embedder=self.embedder,
         )
+
+
+class RewardSettings(_Strict):
+    """What both agents are rewarded for (`trainers.memr1.rewards`); recorded in `train_meta.json`."""
+
+    score: Literal["em", "f1"] = "em"
+    """`em`: exact match (the paper's); `f1`: the harness's set-token F1, which gives a small model partial
+    credit (an EM reward a model never earns leaves every GRPO group without variance). The manager reward is the
+    frozen Answer Agent's score under the same choice."""
+    format_weight: float = Field(0.0, ge=0.0)
+    """Added to the reward when the reply keeps its format: the `**Answer:**` marker (answer), a well-formed
+    manager JSON (manager). 0: no format term."""
+    require_marker: bool = False
+    """Answer reward: score 0 when the reply lacks `**Answer:**` (off: the system's parse reads the last line)."""
+
+    def describe(self) -> str:
+        score = {"em": "exact match", "f1": "set-token F1"}[self.score]
+        parts = [score]
+        if self.format_weight:
+            parts.append(f"+ {self.format_weight:g} for a well-formed reply")
+        if self.require_marker:
+            parts.append("(0 without **Answer:**)")
+        return " ".join(parts)
 
 
 class GRPOSettings(_Strict):
@@ -116,7 +137,8 @@ class SFTSettings(_Strict):
     agent's prompt: greedy, `ANSWER_AGENT_CONFIG` / `MANAGER_CONFIG`)."""
 
     teacher: str | None = None
-    """The teacher's model spec (e.g. `openai:gpt-4o-mini`); `--teacher` overrides it."""
+    """The teacher's model spec (e.g. `openai:gpt-4o-mini`), or `gold` (Answer Agent: the gold answers of the
+    train split in the agent's format, a warm start); `--teacher` overrides it."""
     min_reward: float | None = 1.0
     """Keep only replies whose reward reaches this (1.0: the paper's rejection step; None keeps every reply)."""
     completion_only_loss: bool = True
@@ -138,7 +160,7 @@ class TrainConfig(_Strict):
     """Rollout temperature (the paper's 1.0); evaluation is greedy."""
     logging_steps: int = 1
     eval_steps: int = 0
-    """Validation EM every N steps (0: only before and after training)."""
+    """Validation (EM and F1) every N steps (0: only before and after training)."""
     save_steps: int = 0
     """Intermediate checkpoints every N steps (0: only the final one)."""
     eval_max_new_tokens: int | None = None
@@ -150,6 +172,7 @@ class TrainConfig(_Strict):
     use_vllm: bool | Auto = "auto"
     bf16: bool | Auto = "auto"
     data: DataSettings = Field(default_factory=DataSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
     frozen_answer_model: str = SMOLLM2_SPEC
     """Model spec of the frozen Answer Agent that scores Memory Manager decisions (the manager reward)."""
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)

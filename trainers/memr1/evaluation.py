@@ -1,13 +1,15 @@
-"""What every Memory-R1 trainer shares: the dataset rows of a split, the reward function, greedy validation EM,
-and a `TrainerCallback` that logs validation EM before training, every `eval_steps`, and at the end.
+"""What every Memory-R1 trainer shares: the dataset rows of a split, the reward function, greedy validation,
+and a `TrainerCallback` that logs validation scores before training, every `eval_steps`, and at the end.
 
 Validation generates greedily (`model.generate`, no sampling) with the tokenizer's chat template, exactly the
-prompt the `memr1` system sends, and scores with the training reward itself: for `answer`, EM of the parsed
-answer; for `manager`, the mean EM of the frozen Answer Agent on the bank the decision leaves.
+prompt the `memr1` system sends, and gives both scores the reward can be built on, without its format term: for
+`answer`, EM and F1 of the parsed answer; for `manager`, the mean EM and F1 of the frozen Answer Agent on the bank
+the decision leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -18,9 +20,9 @@ from harness.task import DataOptions
 from harness.types import Sample
 from trainers.memr1.banks import BankBuilder
 from trainers.memr1.config import TrainConfig
-from trainers.memr1.data import build_answer_examples, build_manager_episodes, load_locomo_split
+from trainers.memr1.data import ManagerEpisode, build_answer_examples, build_manager_episodes, load_locomo_split
 from trainers.memr1.result import Agent, ValPoint
-from trainers.memr1.rewards import ManagerReward, answer_reward
+from trainers.memr1.rewards import AnswerScores, ManagerReward, answer_reward, reply_scores
 from trainers.memr1.sync import run_sync
 
 log = logging.getLogger(__name__)
@@ -63,16 +65,24 @@ def training_rows(agent: Agent, split: Role, config: TrainConfig, banks: BankBui
 
 
 def reward_function(agent: Agent, config: TrainConfig) -> RewardFunction:
-    """The training reward in TRL's convention: `answer_reward` for `answer`, a `ManagerReward` over the frozen
-    Answer Agent `config.frozen_answer_model` for `manager`."""
+    """The training reward in TRL's convention, as `config.reward` chooses: `answer_reward` for `answer`, a
+    `ManagerReward` over the frozen Answer Agent `config.frozen_answer_model` for `manager`."""
+    choice = config.reward
     if agent == "answer":
-        reward = functools.partial(answer_reward, require_marker=config.data.require_marker)
+        reward = functools.partial(
+            answer_reward,
+            score=choice.score,
+            format_weight=choice.format_weight,
+            require_marker=choice.require_marker,
+        )
         functools.update_wrapper(reward, answer_reward)
         return reward
     return ManagerReward.from_specs(
         config.frozen_answer_model,
         config.data.embedder,
         memories_per_speaker=config.data.candidates_per_speaker,
+        score=choice.score,
+        format_weight=choice.format_weight,
     )
 
 
@@ -146,41 +156,64 @@ def score_replies(rows: Sequence[Row], replies: Sequence[str], reward: RewardFun
     return list(reward(prompts=[row["prompt"] for row in rows], completions=completions, **columns))
 
 
-def evaluate_em(
+def reply_answer_scores(
+    agent: Agent, rows: Sequence[Row], replies: Sequence[str], config: TrainConfig, reward: RewardFunction
+) -> list[AnswerScores]:
+    """EM and F1 of each reply, without the reward's format term: of the parsed answer (`answer`), or of the
+    frozen Answer Agent on the bank the decision leaves (`manager`, through the `ManagerReward` `reward`)."""
+    if agent == "answer":
+        return [
+            reply_scores(reply, row["gold"], config.reward.require_marker)[0]
+            for row, reply in zip(rows, replies, strict=True)
+        ]
+    if not isinstance(reward, ManagerReward):
+        raise TypeError(f"scoring manager replies needs a ManagerReward, got {reward!r}")
+    columns = [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
+    episodes = [ManagerEpisode.from_row(row) for row in columns]
+
+    async def all_scores() -> list[AnswerScores]:
+        scored = await asyncio.gather(*(reward.answer_scores(e, r) for e, r in zip(episodes, replies, strict=True)))
+        return [scores for scores, _ in scored]
+
+    return run_sync(all_scores())
+
+
+def evaluate(
     model: Any,
     tokenizer: Any,
     rows: list[Row],
     agent: Agent,
     config: TrainConfig,
     reward: RewardFunction | None = None,
-) -> float:
-    """Mean greedy EM on `rows` (the training reward of each greedy reply; 0.0 for no rows)."""
+) -> AnswerScores:
+    """Mean greedy EM and F1 on `rows` (0 for no rows)."""
     if not rows:
-        return 0.0
+        return AnswerScores(0.0, 0.0)
     replies = greedy_completions(model, tokenizer, rows, config.eval_tokens, config.eval_batch_size)
-    scores = score_replies(rows, replies, reward or reward_function(agent, config))
-    return sum(scores) / len(scores)
+    return AnswerScores.mean(
+        reply_answer_scores(agent, rows, replies, config, reward or reward_function(agent, config))
+    )
 
 
-def val_em_callback(
+def val_callback(
     tokenizer: Any, rows: list[Row], agent: Agent, config: TrainConfig, reward: RewardFunction | None = None
 ) -> Any:
-    """A `transformers.TrainerCallback` recording validation EM (its `points`): before training (step 0), every
-    `config.eval_steps` steps, and at the end."""
+    """A `transformers.TrainerCallback` recording validation EM and F1 (its `points`): before training (step 0),
+    every `config.eval_steps` steps, and at the end."""
     from transformers import TrainerCallback
 
     scorer = reward or reward_function(agent, config)
 
-    class ValEMCallback(TrainerCallback):
+    class ValCallback(TrainerCallback):
         def __init__(self) -> None:
             self.points: list[ValPoint] = []
 
         def evaluate(self, model: Any, step: int) -> None:
             if not rows or (self.points and self.points[-1].step == step):
                 return
-            em = evaluate_em(model, tokenizer, rows, agent, config, scorer)
-            self.points.append(ValPoint(step=step, em=em, examples=len(rows)))
-            log.info("val EM at step %d: %.3f (%d %s examples)", step, em, len(rows), agent)
+            scores = evaluate(model, tokenizer, rows, agent, config, scorer)
+            self.points.append(ValPoint(step=step, em=scores.em, f1=scores.f1, examples=len(rows)))
+            log.info("val at step %d: EM %.3f, F1 %.3f (%d %s examples)", step, scores.em, scores.f1, len(rows), agent)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             self.evaluate(model, state.global_step)
@@ -192,4 +225,4 @@ def val_em_callback(
         def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             self.evaluate(model, state.global_step)
 
-    return ValEMCallback()
+    return ValCallback()

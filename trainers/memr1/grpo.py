@@ -1,10 +1,11 @@
 """GRPO for Memory-R1's Answer Agent or Memory Manager, with TRL's `GRPOTrainer`.
 
 Rows: `evaluation.training_rows` (the `memr1` system's own prompts, conversational `prompt` column). Reward:
-`answer_reward` (EM of the parsed answer) for `answer`; `ManagerReward` (EM of a frozen Answer Agent on the bank
-the decision leaves) for `manager`. Rollouts are sampled at `config.temperature`; TRL generates with vLLM inside
-the trainer only where CUDA and vllm are there (`use_vllm: auto`), else with plain `model.generate`. Validation
-EM is greedy (`evaluation.val_em_callback`). TRL counts completions, not prompts, in its batch sizes: a step of
+`answer_reward` (the `reward` settings' score of the parsed answer: EM or F1, with an optional format term) for
+`answer`; `ManagerReward` (the same score of a frozen Answer Agent on the bank the decision leaves) for `manager`.
+Rollouts are sampled at `config.temperature`; TRL generates with vLLM inside the trainer only where CUDA and vllm
+are there (`use_vllm: auto`), else with plain `model.generate`. Validation (EM and F1) is greedy
+(`evaluation.val_callback`). TRL counts completions, not prompts, in its batch sizes: a step of
 `per_device_train_batch_size` x processes x `gradient_accumulation_steps` completions covers that number divided
 by `grpo.num_generations` prompts.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from trainers.memr1.config import TrainConfig
 from trainers.memr1.evaluation import RewardFunction, prepare_rows, reward_function
-from trainers.memr1.evaluation import val_em_callback as make_val_callback
+from trainers.memr1.evaluation import val_callback as make_val_callback
 from trainers.memr1.model_io import load_policy, peft_config, save_trained
 from trainers.memr1.result import Agent, TrainResult
 from trainers.memr1.training import make_result, train_meta, trainer_arguments

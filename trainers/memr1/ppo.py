@@ -51,7 +51,7 @@ from trainers.memr1.evaluation import (
     reward_function,
     score_replies,
     training_rows,
-    val_em_callback,
+    val_callback,
 )
 from trainers.memr1.model_io import load_policy, peft_config, save_checkpoint
 from trainers.memr1.result import Agent, LoggedStep, TrainResult
@@ -377,7 +377,7 @@ def train_ppo(
     policy.generation_config.pad_token_id = padded.pad_token_id
     scorer = reward or reward_function(agent, config)
     reward_model = RuleRewardModel(scorer, padded, train_rows, queries)
-    validation, clock = val_em_callback(padded, val_rows, agent, config, scorer), UpdateClock()
+    validation, clock = val_callback(padded, val_rows, agent, config, scorer), UpdateClock()
     # With LoRA, peft puts its layers into `policy` itself: validating `policy` validates the adapted model.
     callbacks: list[TrainerCallback] = [PolicyCallback(validation, policy), clock]
     trainer = build_trainer(config, policy, padded, (train_rows, queries), reward_model, callbacks, output_dir)

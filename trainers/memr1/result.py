@@ -23,10 +23,12 @@ class LoggedStep(BaseModel):
 
 
 class ValPoint(BaseModel):
-    """Validation exact match at one step (step 0: before training)."""
+    """Validation scores at one step (step 0: before training), without the reward's format term."""
 
     step: int
     em: float
+    f1: float | None = None
+    """Set-token F1 (None in records written before F1 was recorded)."""
     examples: int
 
 
@@ -38,9 +40,11 @@ class TrainResult(BaseModel):
     history: list[LoggedStep] = Field(default_factory=list)
     """Per logging step: reward and loss, in order."""
     val: list[ValPoint] = Field(default_factory=list)
-    """Validation EM before training, every `eval_steps`, and at the end."""
+    """Validation EM and F1 before training, every `eval_steps`, and at the end."""
     val_em_before: float | None = None
     val_em_after: float | None = None
+    val_f1_before: float | None = None
+    val_f1_after: float | None = None
     checkpoint: Path
     """The saved model directory (`hf:<checkpoint>` evaluates it)."""
     train_seconds: float = 0.0

@@ -3,8 +3,11 @@
 The teacher (any harness model spec: `openai:gpt-4o-mini`, `hf:DIR`, ...) answers every training prompt with the
 system's own generation settings for that agent (`ANSWER_AGENT_CONFIG` / `MANAGER_CONFIG`: greedy); its replies
 are scored with the training reward and, by default, only those with reward 1 are kept (the rejection step;
-`sft.min_reward: null` keeps all). TRL's `SFTTrainer` then trains on the conversational prompt + completion,
-with the loss on the completion only. Validation EM is greedy, as for GRPO.
+`sft.min_reward: null` keeps all). The teacher `gold` (Answer Agent only; ours, not the paper's) writes each
+training question's gold answer after the marker, `**Answer:** <first gold answer>`: a warm start on the
+train split's answers in the agent's output format, for a model too weak to earn a reward on its own. TRL's
+`SFTTrainer` then trains on the conversational prompt + completion,
+with the loss on the completion only. Validation (EM and F1) is greedy, as for GRPO.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pathlib import Path
 from harness.llm import Model
 from harness.llm.build import build_model
 from harness.llm.cache import CallCache, default_cache_path
-from systems.memr1 import ANSWER_AGENT_CONFIG, MANAGER_CONFIG
+from systems.memr1 import ANSWER_AGENT_CONFIG, ANSWER_MARKER, MANAGER_CONFIG
 from trainers.memr1.config import TrainConfig
 from trainers.memr1.data import MAX_CONCURRENT_BANKS
 from trainers.memr1.evaluation import RewardFunction, Row, prepare_rows, reward_function, score_replies
-from trainers.memr1.evaluation import val_em_callback as make_val_callback
+from trainers.memr1.evaluation import val_callback as make_val_callback
 from trainers.memr1.model_io import load_policy, peft_config, save_trained
 from trainers.memr1.result import Agent, TrainResult
 from trainers.memr1.sync import gather_bounded, run_sync
@@ -30,15 +33,30 @@ from trainers.memr1.training import make_result, train_meta, trainer_arguments
 log = logging.getLogger(__name__)
 
 
-def teacher_replies(teacher: Model, agent: Agent, rows: Sequence[Row]) -> list[str]:
-    """The teacher's reply to each row's prompt, with the system's settings for `agent` (a failed call raises)."""
+GOLD_TEACHER = "gold"
+
+
+def gold_reply(row: Row) -> str:
+    """The Answer Agent's reply format around the row's first gold answer."""
+    return f"{ANSWER_MARKER} {row['gold'][0]}"
+
+
+def teacher_replies(teacher: Model | str, agent: Agent, rows: Sequence[Row]) -> list[str]:
+    """The teacher's reply to each row's prompt, with the system's settings for `agent` (a failed call raises);
+    for the `gold` teacher, the gold-formatted answer."""
+    if teacher == GOLD_TEACHER:
+        if agent != "answer":
+            raise ValueError("the gold teacher writes Answer Agent replies only; the manager has no gold reply")
+        return [gold_reply(row) for row in rows]
+    if isinstance(teacher, str):
+        raise TypeError(f"teacher_replies needs a Model or {GOLD_TEACHER!r}, got the spec {teacher!r}")
     config = ANSWER_AGENT_CONFIG if agent == "answer" else MANAGER_CONFIG
     jobs = [teacher.generate(list(row["prompt"]), config) for row in rows]
     return [completion.text for completion in run_sync(gather_bounded(jobs, MAX_CONCURRENT_BANKS))]
 
 
 def teacher_examples(
-    teacher: Model, agent: Agent, rows: Sequence[Row], reward: RewardFunction, min_reward: float | None
+    teacher: Model | str, agent: Agent, rows: Sequence[Row], reward: RewardFunction, min_reward: float | None
 ) -> tuple[list[Row], list[float]]:
     """Prompt + completion rows of the teacher's replies that reach `min_reward` (all when None), and every
     reply's reward."""
@@ -80,9 +98,12 @@ def train_sft(
     teacher = teacher or config.sft.teacher
     if teacher is None:
         raise ValueError("SFT needs a teacher model: --teacher SPEC or sft.teacher in the config")
-    teacher_model = (
-        teacher if isinstance(teacher, Model) else build_model(teacher, cache=CallCache(default_cache_path()))
+    teacher_model: Model | str = (
+        teacher
+        if isinstance(teacher, Model) or teacher == GOLD_TEACHER
+        else build_model(teacher, cache=CallCache(default_cache_path()))
     )
+    teacher_spec = teacher_model.spec if isinstance(teacher_model, Model) else teacher_model
     output_dir = Path(output_dir)
     model, tokenizer, resolved = load_policy(model_spec, config)
     train_rows, val_rows = prepare_rows(agent, config, tokenizer)
@@ -91,7 +112,7 @@ def train_sft(
     examples, rewards = teacher_examples(teacher_model, agent, train_rows, scorer, config.sft.min_reward)
     log.info(
         "teacher %s: %d of %d replies kept (mean reward %.3f)",
-        teacher_model.spec,
+        teacher_spec,
         len(examples),
         len(rewards),
         sum(rewards) / len(rewards),
@@ -112,7 +133,7 @@ def train_sft(
     result = make_result("sft", agent, trainer.state, callback.points, output_dir, time.perf_counter() - started)
     rows = {"train": len(train_rows), "val": len(val_rows), "teacher_kept": len(examples)}
     teacher_record = {
-        "spec": teacher_model.spec,
+        "spec": teacher_spec,
         "mean_reward": sum(rewards) / len(rewards),
         "min_reward": config.sft.min_reward,
     }

@@ -86,11 +86,11 @@ def locomo_file(config: TrainConfig) -> DataFileInfo:
 
 
 def reward_description(agent: Agent, config: TrainConfig) -> str:
+    choice = config.reward.describe()
     if agent == "answer":
-        marker = ", 0 without **Answer:**" if config.data.require_marker else ""
-        return f"exact match of the Answer Agent's parsed answer against the gold answers (answer_reward{marker})"
+        return f"{choice} of the Answer Agent's parsed answer against the gold answers (answer_reward)"
     return (
-        f"mean exact match of the frozen Answer Agent {config.frozen_answer_model} on the episode's questions, "
+        f"mean {choice} of the frozen Answer Agent {config.frozen_answer_model} on the episode's questions, "
         "answering from the bank the manager's decision leaves (ManagerReward)"
     )
 
@@ -111,6 +111,8 @@ def make_result(
         val=val,
         val_em_before=val[0].em if val else None,
         val_em_after=val[-1].em if len(val) > 1 else None,
+        val_f1_before=val[0].f1 if val else None,
+        val_f1_after=val[-1].f1 if len(val) > 1 else None,
         checkpoint=checkpoint,
         train_seconds=train_seconds,
         peak_rss_mb=peak_rss_mb(),
@@ -148,9 +150,12 @@ def train_meta(
             "locomo_sha256": locomo.sha256,
         },
         "reward": reward_description(result.agent, config),
+        "reward_settings": config.reward.model_dump(mode="json"),
         "config": config.model_dump(mode="json"),
         "val_em_before": result.val_em_before,
         "val_em_after": result.val_em_after,
+        "val_f1_before": result.val_f1_before,
+        "val_f1_after": result.val_f1_after,
         "val": [point.model_dump() for point in result.val],
         "history": [step.model_dump() for step in result.history],
         "train_seconds": round(result.train_seconds, 2),
