@@ -473,17 +473,19 @@ class HFBackend:
         grammars = [None if schema is None else self._grammars.compiled(schema.text) for schema in schemas]
         return _grammar_processor(rows, grammars, vocab_size)
 
-    def _admit(self, tokenizer: Any, request: _Request) -> tuple[str, int] | LLMError:
-        """A request's prompt text and token limit, or the error that fails it alone (a prompt too long)."""
+    def _admit(self, tokenizer: Any, request: _Request) -> tuple[list[int], int] | LLMError:
+        """A request's prompt tokens and token limit, or the error that fails it alone (a prompt too long)."""
         try:
             text = self._prompt_text(tokenizer, request.messages)
         except LLMError as error:
             return error
-        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # The template writes the special tokens (BOS, role markers) itself.
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        length = len(ids)
         window = self.info.context_window
         if window is not None and length >= window:
             return LLMError(f"hf:{self.info.model}: prompt too long: {length} tokens, context window {window}")
-        return text, request.config.max_tokens if window is None else min(request.config.max_tokens, window - length)
+        return ids, request.config.max_tokens if window is None else min(request.config.max_tokens, window - length)
 
     def _generate_batch(self, batch: list[_Request]) -> list[Completion | Exception]:
         """One `generate()` call for the admitted requests of a batch; a request refused alone gets its error."""
@@ -502,11 +504,10 @@ class HFBackend:
             eos_ids = _eos_ids(model)
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token_id = min(eos_ids, default=0)
-            # The template writes the special tokens (BOS, role markers) itself; left padding keeps every
-            # row's last prompt token in the last column, where generation continues.
+            # Left padding keeps every row's last prompt token in the last column, where generation continues.
             tokenizer.padding_side = "left"
-            texts = [text for _, (text, _) in rows]
-            encoded = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
+            prompts = {"input_ids": [ids for _, (ids, _) in rows]}
+            encoded = tokenizer.pad(prompts, padding=True, return_tensors="pt").to(model.device)
             state = _Rows(
                 prompt_length=int(encoded["input_ids"].shape[1]),
                 limits=[limit for _, (_, limit) in rows],
