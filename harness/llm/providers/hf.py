@@ -36,6 +36,7 @@ import concurrent.futures
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import logging
 import threading
@@ -185,6 +186,8 @@ class _Request:
     messages: list[Message]
     config: GenerateConfig
     future: concurrent.futures.Future[Completion] = field(default_factory=concurrent.futures.Future)
+    number: int = field(default_factory=itertools.count().__next__)
+    """Unique per request: a seeded draw's batch key, so that it never shares a batch."""
 
     @property
     def batch_key(self) -> Hashable:
@@ -193,7 +196,7 @@ class _Request:
         if config.temperature <= 0.0:
             return "greedy"
         if config.seed is not None:
-            return ("seeded", id(self))
+            return ("seeded", self.number)
         return ("sampled", config.temperature, config.top_p)
 
 
