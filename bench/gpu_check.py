@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -481,16 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (options.tokenizer / "tokenizer_config.json").is_file():
         print(f"no tokenizer at {options.tokenizer}: run bench/gpu_check_prepare.sh first", file=sys.stderr)
         return 2
-    settings = Settings(
-        size=options.size,
-        grpo_steps=options.grpo_steps,
-        num_generations=options.num_generations,
-        prompts_per_step=options.prompts_per_step,
-        prompt_tokens=options.prompt_tokens,
-        completion_tokens=options.completion_tokens,
-        learning_rate=options.learning_rate,
-        seed=options.seed,
-    )
+    settings = Settings(**{field.name: getattr(options, field.name) for field in fields(Settings)})
     result = run(settings, device, options.tokenizer)
     out = options.out or Path(os.environ.get("OUT") or BENCH_DIR / "out") / f"gpu_check_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
