@@ -1,9 +1,16 @@
 """A persistent cache of LLM calls in sqlite, so a re-run costs nothing and a killed run resumes cheaply.
 
-The key is the sha256 of a canonical JSON document holding the backend's identity (provider, model, base
-URL), every semantic generation parameter, the messages and the seed. The document itself is stored beside
-the value so the cache can be read and audited by hand. Sampled calls without a seed are never cached:
-they would freeze one random draw.
+A request is a canonical JSON document holding the backend's identity (provider, model, base URL), every
+semantic generation parameter and the messages, each message's content given as the sha256 of its blocks
+(the pieces between blank lines); the key is the document's sha256. The document is stored beside the value,
+and each block once in `blocks`, so the cache can be read and audited by hand (`CallCache.document` joins a
+request back together) while a history that fills every full-context prompt of its questions is stored once,
+and a 100 KB prompt costs a hash of its bytes per call instead of a JSON encoding, a second hash and a copy.
+Sampled calls without a seed are never cached: they would freeze one random draw.
+
+Version 1 of this file kept whole documents, keyed by the sha256 of the document with the contents inline, in
+table `calls`; a cache that still holds such rows serves them on a miss (and copies them to version 2), so
+answers paid for before stay paid for.
 """
 
 from __future__ import annotations
@@ -12,32 +19,66 @@ import hashlib
 import json
 import sqlite3
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.llm.base import Completion, GenerateConfig, Message
 from harness.paths import cache_root
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
+CREATE TABLE IF NOT EXISTS calls_v2 (
     key TEXT PRIMARY KEY,
     request TEXT NOT NULL,
     text TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     finish_reason TEXT
-)
+);
+CREATE TABLE IF NOT EXISTS blocks (hash TEXT PRIMARY KEY, text TEXT NOT NULL);
 """
+_COLUMNS = "text, prompt_tokens, completion_tokens, finish_reason"
+BLOCK_SEPARATOR = "\n\n"
 
 
 def default_cache_path() -> Path:
     return cache_root() / "llm_calls.sqlite"
 
 
-def request_document(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> str:
-    return json.dumps(
-        {"backend": identity, "config": asdict(config), "messages": messages}, sort_keys=True, ensure_ascii=False
-    )
+@dataclass(frozen=True)
+class CallRequest:
+    """One request as the cache sees it; equal requests have equal keys."""
+
+    key: str
+    document: str
+    """The canonical JSON document (contents as block hashes) that `key` hashes."""
+    blocks: dict[str, str] = field(compare=False)
+    """Block hash -> block text, for the blocks the document names."""
+    messages: list[Message] = field(compare=False)
+    backend: dict[str, str | None] = field(compare=False)
+    settings: dict[str, object] = field(compare=False)
+
+    def v1_document(self) -> str:
+        """The version-1 document (contents inline): encoded only to look up a version-1 row."""
+        return json.dumps(
+            {"backend": self.backend, "config": self.settings, "messages": self.messages},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+
+
+def request_document(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> CallRequest:
+    blocks: dict[str, str] = {}
+    shown: list[dict[str, object]] = []
+    for message in messages:
+        hashes = []
+        for block in message["content"].split(BLOCK_SEPARATOR):
+            digest = hashlib.sha256(block.encode()).hexdigest()
+            blocks[digest] = block
+            hashes.append(digest)
+        shown.append({"role": message["role"], "blocks": hashes})
+    settings = asdict(config)
+    document = json.dumps({"backend": identity, "config": settings, "messages": shown}, sort_keys=True)
+    return CallRequest(hashlib.sha256(document.encode()).hexdigest(), document, blocks, messages, identity, settings)
 
 
 class CallCache:
@@ -49,20 +90,25 @@ class CallCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a killed run keeps every entry (only a
+        # power cut can lose the last ones, which are then recomputed). FULL stalled the event loop ~3 ms per put.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._has_v1 = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'calls'").fetchone() is not None
+        self._stored_blocks: set[str] = set()
+        """Blocks this instance has stored: not sent to sqlite again (a history's blocks recur in every prompt)."""
         self.hits = 0
         self.misses = 0
 
     @staticmethod
-    def key(request: str) -> str:
-        return hashlib.sha256(request.encode()).hexdigest()
+    def v1_key(document: str) -> str:
+        return hashlib.sha256(document.encode()).hexdigest()
 
-    def get(self, request: str) -> Completion | None:
+    def get(self, request: CallRequest) -> Completion | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT text, prompt_tokens, completion_tokens, finish_reason FROM calls WHERE key = ?",
-                (self.key(request),),
-            ).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM calls_v2 WHERE key = ?", (request.key,)).fetchone()
+        if row is None and self._has_v1:
+            row = self._v1_row(request)
         if row is None:
             self.misses += 1
             return None
@@ -71,23 +117,61 @@ class CallCache:
             text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3], cached=True
         )
 
-    def put(self, request: str, completion: Completion) -> None:
+    def _v1_row(self, request: CallRequest) -> tuple[str, int, int, str | None] | None:
+        """A version-1 row of the request, copied to version 2 so the next lookup finds it there."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    self.key(request),
-                    request,
-                    completion.text,
-                    completion.prompt_tokens,
-                    completion.completion_tokens,
-                    completion.finish_reason,
-                ),
+            key = self.v1_key(request.v1_document())
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM calls WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            self.put(
+                request, Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], finish_reason=row[3])
             )
+        return row
+
+    def put(self, request: CallRequest, completion: Completion) -> None:
+        with self._lock:
+            new_blocks = [(h, text) for h, text in request.blocks.items() if h not in self._stored_blocks]
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?)", new_blocks)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO calls_v2 VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        request.key,
+                        request.document,
+                        completion.text,
+                        completion.prompt_tokens,
+                        completion.completion_tokens,
+                        completion.finish_reason,
+                    ),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._stored_blocks.update(h for h, _ in new_blocks)
+
+    def document(self, key: str) -> str | None:
+        """The request of `key` with its message contents inline, as a JSON document (for reading by hand)."""
+        with self._lock:
+            row = self._db.execute("SELECT request FROM calls_v2 WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            request = json.loads(row[0])
+            hashes = {h for message in request["messages"] for h in message["blocks"]}
+            texts = dict(
+                self._db.execute(
+                    f"SELECT hash, text FROM blocks WHERE hash IN ({','.join('?' * len(hashes))})", list(hashes)
+                ).fetchall()
+            )
+        for message in request["messages"]:
+            message["content"] = BLOCK_SEPARATOR.join(texts[h] for h in message.pop("blocks"))
+        return json.dumps(request, sort_keys=True, ensure_ascii=False)
 
     def __len__(self) -> int:
+        """Requests held in version 2 (version-1 rows count once a lookup has copied them)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM calls_v2").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

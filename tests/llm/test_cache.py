@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def cache(tmp_path: Path) -> CallCache:
 
 
 def key(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> str:
-    return CallCache.key(request_document(identity, messages, config))
+    return request_document(identity, messages, config).key
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,58 @@ def test_key_is_stable() -> None:
     assert key(IDENTITY, QUESTION, GenerateConfig(seed=3)) == key(
         dict(IDENTITY), list(QUESTION), GenerateConfig(seed=3)
     )
+
+
+SERVER = {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:8000/v1"}
+PROMPT: list[Message] = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": 'Context:\n[S1]\nA: café "quoted"\n\nQuestion: Where?\nAnswer:'},
+]
+V1_KEY = "920dbcffb5fc9d62b55da98eb28b6f564ab81cbea85d461d2193d1062fc442a4"
+"""The key version 1 of the cache gave PROMPT (computed with it before version 2)."""
+
+
+def test_keys_are_pinned_so_a_change_is_a_deliberate_version_bump() -> None:
+    request = request_document(SERVER, PROMPT, GenerateConfig(max_tokens=32))
+    assert request.key == "a6cfa286694c647c74b06c0bffdcb89f56ab8d960a732f545297ddce3f6014c1"
+    assert CallCache.v1_key(request.v1_document()) == V1_KEY
+
+
+async def test_the_stored_request_reads_back_as_the_whole_document(cache: CallCache) -> None:
+    request = request_document(SERVER, PROMPT, GenerateConfig(max_tokens=32))
+    cache.put(request, Completion(text="Paris"))
+    assert cache.document(request.key) == request.v1_document()
+    assert (
+        '"content": "Context:\\n[S1]\\nA: café \\"quoted\\"\\n\\nQuestion: Where?\\nAnswer:"' in request.v1_document()
+    )
+
+
+def test_a_history_shared_by_prompts_is_stored_once(cache: CallCache) -> None:
+    history = "\n\n".join(f"[S{n}]\nA: turn {n} " + "x" * 1000 for n in range(20))
+    for question in ("Where?", "When?", "Who?"):
+        prompt: list[Message] = [{"role": "user", "content": f"Context:\n{history}\n\nQuestion: {question}"}]
+        cache.put(request_document(IDENTITY, prompt, GenerateConfig()), Completion(text="a"))
+    reopened = sqlite3.connect(cache.path)
+    assert reopened.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == 1 + 19 + 3
+    assert len(cache) == 3
+
+
+def test_version_1_rows_are_still_served_and_moved_to_version_2(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE calls (key TEXT PRIMARY KEY, request TEXT NOT NULL, text TEXT NOT NULL,"
+        " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, finish_reason TEXT)"
+    )
+    v1_document = request_document(SERVER, PROMPT, GenerateConfig(max_tokens=32)).v1_document()
+    old.execute("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?)", (V1_KEY, v1_document, "Paris", 12, 1, "stop"))
+    old.close()
+    cache = CallCache(path)
+    request = request_document(SERVER, PROMPT, GenerateConfig(max_tokens=32))
+    expected = Completion(text="Paris", prompt_tokens=12, completion_tokens=1, finish_reason="stop", cached=True)
+    assert cache.get(request) == expected
+    assert len(cache) == 1 and cache.document(request.key) == v1_document
+    assert cache.get(request_document(SERVER, PROMPT, GenerateConfig(max_tokens=16))) is None
 
 
 async def test_second_identical_call_is_served_from_cache(cache: CallCache) -> None:
