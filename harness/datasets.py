@@ -29,9 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import httpx
-from pydantic import BaseModel, ValidationError
-
+from harness.inputs import InputError, read_text, short_repr
 from harness.paths import cache_root
 from harness.task import DataFileInfo, DataOptions
 
@@ -42,7 +40,6 @@ _PROGRESS_MIN_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 
 class DataFileError(RuntimeError):
@@ -53,12 +50,8 @@ class ChecksumError(DataFileError):
     """A data file's sha256 differs from the pinned one."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A data file does not have the shape its loader expects."""
-
-
-class TaskOptionError(ValueError):
-    """A task was given an unknown option or a value it cannot take."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +118,8 @@ def cache_path(remote: RemoteFile, options: DataOptions) -> Path:
 
 def download(remote: RemoteFile, target: Path) -> str:
     """Stream `remote.url` into `target` (atomically: temp file, verify, rename); return its sha256."""
+    import httpx  # only a download needs it, not every command
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
@@ -220,8 +215,7 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
 
 def load_json(path: Path) -> object:
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
 
@@ -251,7 +245,7 @@ class Record:
     record: str
 
     def error(self, field: str, expected: str, got: object) -> DataFormatError:
-        shown = "nothing (field missing)" if got is _MISSING else f"{type(got).__name__} {_short(got)}"
+        shown = "nothing (field missing)" if got is _MISSING else f"{type(got).__name__} {short_repr(got)}"
         return self.invalid(field, f"expected {expected}, got {shown}")
 
     def invalid(self, field: str, problem: str) -> DataFormatError:
@@ -282,35 +276,3 @@ class Record:
 
 _MISSING = object()
 _KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "a bool"}
-
-
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def parse_options(task: str, model: type[M], options: Mapping[str, object]) -> M:
-    """Coerce a task's options (strings from the CLI) with `model`; unknown names and bad values are errors."""
-    unknown = sorted(set(options) - set(model.model_fields))
-    if unknown:
-        raise TaskOptionError(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for task {task!r}. "
-            f"{describe_options(model)}"
-        )
-    try:
-        return model.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise TaskOptionError(f"Invalid option for task {task!r}: {problems}. {describe_options(model)}") from None
-
-
-def describe_options(model: type[BaseModel]) -> str:
-    if not model.model_fields:
-        return "This task takes no options."
-    parts = [
-        f"{name} (default {field.default!r}){': ' + field.description if field.description else ''}"
-        for name, field in model.model_fields.items()
-    ]
-    return "Valid options: " + "; ".join(parts) + "."

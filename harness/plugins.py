@@ -7,12 +7,16 @@ Adding a built-in is one module plus one line here; third-party packages use the
 
 from __future__ import annotations
 
-from harness.embeddings.base import Embedder
-from harness.llm.base import Backend
-from harness.metrics.base import MetricFactory
+from typing import TYPE_CHECKING
+
 from harness.registry import Registry
-from harness.system import SystemFactory
-from harness.task import Task
+
+if TYPE_CHECKING:  # the registries' types only: at run time `ls` and `--help` need none of these modules
+    from harness.embeddings.base import Embedder
+    from harness.llm.base import Backend
+    from harness.metrics.base import MetricFactory
+    from harness.system import SystemFactory
+    from harness.task import Task
 
 TASKS: Registry[Task] = Registry("tasks")
 SYSTEMS: Registry[SystemFactory] = Registry("systems")

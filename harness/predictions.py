@@ -33,6 +33,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from harness.datasets import DataFormatError, Record, load_json
+from harness.inputs import read_text
 from harness.results import QuestionRecord
 from harness.scoring import PUBLISHED_JUDGE
 from harness.types import Prediction, Question, Sample
@@ -170,7 +171,7 @@ _NOT_JSON = object()
 
 
 def _load(path: Path) -> object:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -190,7 +191,7 @@ def _detect(path: Path, data: object) -> Format:
             "layout) or 'locomo_experiment_user_<i>' (the zep layout)."
         )
     if data is _NOT_JSON:
-        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), None)
+        first = next((line for line in read_text(path).split("\n") if line.strip()), None)
         try:
             if first is not None and isinstance(json.loads(first), dict):
                 return "jsonl"
@@ -208,7 +209,7 @@ def _jsonl_rows(path: Path, data: object) -> Iterator[tuple[str, ImportedAnswer]
         raw_rows = [("line 1", data)]
     else:
         raw_rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text(path).split("\n"), start=1):
             if not line.strip():
                 continue
             try:

@@ -6,15 +6,7 @@ from rich.console import Console
 
 from harness.reporting import dollars, score_report_table, usage_report_table
 from harness.results import RunResult
-from harness.tables import to_rich
-
-PIPE_WIDTH = 160
-"""Console width when output goes to a file or pipe, where rich would otherwise wrap tables at 80 columns."""
-
-
-def make_console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+from harness.tables import make_console, to_rich
 
 
 def run_header(result: RunResult) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.embeddings.base import Embedder
+from harness.inputs import parse_options
 from harness.llm.model import Model
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage, merge_usage
 
@@ -97,10 +98,19 @@ class SystemFactory(Protocol):
     """Registered under a system's name: builds one system for one history from the run's options.
 
     A factory may also carry `prompts: dict[str, str]` (name -> instruction text): the run spec records a
-    fingerprint of each, so `compare` can warn when two runs of a system asked their LLMs differently.
+    fingerprint of each, so `compare` can warn when two runs of a system asked their LLMs differently; and
+    `options_model`, the pydantic model of its `-S` options, so they are checked before the run starts.
     """
 
     def __call__(self, context: SystemContext, **options: str) -> MemorySystem: ...
+
+
+def check_system_options(name: str, factory: object, options: Mapping[str, str]) -> None:
+    """Raise OptionError (one line, like a bad task option) when the factory's `options_model` rejects
+    `options`; checked up front, a bad option would otherwise fail every history of the run."""
+    model: type[BaseModel] | None = getattr(factory, "options_model", None)
+    if model is not None:
+        parse_options("system", name, model, options)
 
 
 def prompt_fingerprints(factory: object) -> dict[str, str]:

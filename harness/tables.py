@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.console import Console
 from rich.table import Table
+
+PIPE_WIDTH = 160
+"""Console width when output goes to a file or pipe, where rich would otherwise wrap tables at 80 columns."""
 
 
 @dataclass
@@ -27,6 +31,11 @@ class ReportTable:
         if emphasized:
             self.emphasized_rows.add(len(self.rows))
         self.rows.append(list(cells))
+
+
+def make_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def to_rich(table: ReportTable) -> Table:

@@ -48,10 +48,11 @@ class FullContextOptions(BaseModel):
 class FullContextSystem:
     """Answers each question with every ingested session (or the most recent ones that fit) in the prompt."""
 
+    options_model: ClassVar[type[FullContextOptions]] = FullContextOptions
     prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
-        self.options = FullContextOptions.model_validate(options)
+        self.options = self.options_model.model_validate(options)
         self.model = context.role("answer")
         window = self.options.max_context_tokens or self.model.info.context_window
         reserve = self.options.max_answer_tokens + PROMPT_RESERVE_TOKENS

@@ -195,10 +195,11 @@ class _Store:
 class Mem0LibSystem:
     """One mem0 `Memory` per history, scoped by speaker (`user_id`)."""
 
+    options_model: ClassVar[type[Mem0LibOptions]] = Mem0LibOptions
     prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
-        self.options = Mem0LibOptions.model_validate(options)
+        self.options = self.options_model.model_validate(options)
         self._memory_class, self._llm_errors = _import_mem0()
         self.answer_model = context.role("answer")
         self.llm_config = mem0_llm_config(context.role("memory").info, self.options.infer)

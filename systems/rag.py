@@ -65,10 +65,11 @@ def render_context(items: list[MemoryItem]) -> str:
 class RagSystem:
     """Answers each question from the `top_k` chunks of the history that best match it."""
 
+    options_model: ClassVar[type[RagOptions]] = RagOptions
     prompts: ClassVar[dict[str, str]] = {"answer": ANSWER_INSTRUCTIONS}
 
     def __init__(self, context: SystemContext, **options: str) -> None:
-        self.options = RagOptions.model_validate(options)
+        self.options = self.options_model.model_validate(options)
         self.model = context.role("answer")
         self.generate_config = GenerateConfig(max_tokens=self.options.max_answer_tokens)
         mode = self.options.retriever

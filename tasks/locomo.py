@@ -35,7 +35,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import Record, RemoteFile, json_list_records, parse_options, resolve_data_file
+from harness.datasets import Record, RemoteFile, json_list_records, resolve_data_file
+from harness.inputs import parse_options
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -101,7 +102,7 @@ class LoCoMoTask:
     description = "LoCoMo (Maharana et al., ACL 2024): 10 long conversations, 1,986 QA"
 
     def load(self, data: DataOptions, **options: str) -> TaskData:
-        opts = parse_options(self.name, LoCoMoOptions, options)
+        opts = parse_options("task", self.name, LoCoMoOptions, options)
         path, info = resolve_data_file(REMOTE, data)
         samples = parse_locomo(path, opts)
         types = [t for t in DISPLAY_ORDER[opts.labels] if opts.include_adversarial or t != "adversarial"]

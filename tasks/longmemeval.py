@@ -27,7 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import Record, RemoteFile, json_list_records, parse_options, resolve_data_file
+from harness.datasets import Record, RemoteFile, json_list_records, resolve_data_file
+from harness.inputs import parse_options
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -78,7 +79,7 @@ class LongMemEvalTask:
     description = "LongMemEval (Wu et al., ICLR 2025): variants oracle, s, m"
 
     def load(self, data: DataOptions, **options: str) -> TaskData:
-        opts = parse_options(self.name, LongMemEvalOptions, options)
+        opts = parse_options("task", self.name, LongMemEvalOptions, options)
         path, info = resolve_data_file(REMOTES[opts.variant], data)
         return TaskData(
             task=self.name,

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import DataFormatError, Record, RemoteFile, parse_options, resolve_data_file
+from harness.datasets import DataFormatError, Record, RemoteFile, resolve_data_file
+from harness.inputs import parse_options, read_text
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -59,7 +60,7 @@ class MSCTask:
     description = "MSC-Self-Instruct (MemGPT deep memory retrieval): 500 probes"
 
     def load(self, data: DataOptions, **options: str) -> TaskData:
-        opts = parse_options(self.name, MSCOptions, options)
+        opts = parse_options("task", self.name, MSCOptions, options)
         path, info = resolve_data_file(REMOTE, data)
         return TaskData(
             task=self.name,
@@ -75,16 +76,15 @@ class MSCTask:
 
 def parse_msc(path: Path, include_current_dialog: bool = False) -> list[Sample]:
     rows: list[tuple[Record, dict[str, object]]] = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            rec = Record(path, f"line {number}")
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}: line {number}: not valid JSON ({exc.msg}).") from exc
-            rows.append((rec, rec.expect(row, dict, "(line)")))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        rec = Record(path, f"line {number}")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: line {number}: not valid JSON ({exc.msg}).") from exc
+        rows.append((rec, rec.expect(row, dict, "(line)")))
     ids = _sample_ids(rows)
     return [
         _sample(rec, sample_id, row, include_current_dialog) for (rec, row), sample_id in zip(rows, ids, strict=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.datasets import parse_options
+from harness.inputs import parse_options
 from harness.task import DataFileInfo, DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
@@ -82,7 +82,7 @@ class ToyTask:
     description = "a tiny built-in task for offline tests"
 
     def load(self, data: DataOptions, **options: str) -> TaskData:
-        parse_options(self.name, ToyOptions, options)
+        parse_options("task", self.name, ToyOptions, options)
         return TaskData(
             task=self.name,
             version="toy@1",

@@ -9,10 +9,8 @@ import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
 from harness.datasets import (
     ChecksumError,
@@ -20,9 +18,7 @@ from harness.datasets import (
     DataFormatError,
     Record,
     RemoteFile,
-    TaskOptionError,
     cache_path,
-    parse_options,
     resolve_data_file,
 )
 from harness.task import DataOptions
@@ -181,17 +177,3 @@ def test_record_errors_name_file_record_field_and_expectation(tmp_path: Path) ->
     with pytest.raises(DataFormatError, match="expected an integer"):
         rec.get({"category": True}, "category", int)
     assert rec.get_text({"answer": 2022}, "answer") == "2022"
-
-
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    split: Literal["all", "test"] = "all"
-    flag: bool = False
-
-
-def test_parse_options_coerces_strings_and_rejects_unknown_names() -> None:
-    assert parse_options("demo", _Options, {"flag": "true", "split": "test"}) == _Options(flag=True, split="test")
-    with pytest.raises(TaskOptionError, match=r"Unknown option 'splt'.*Valid options: split.*flag"):
-        parse_options("demo", _Options, {"splt": "test"})
-    with pytest.raises(TaskOptionError, match="Invalid option for task 'demo': split='dev'"):
-        parse_options("demo", _Options, {"split": "dev"})

@@ -18,18 +18,19 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from functools import lru_cache
-
-from nltk.stem import PorterStemmer
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from harness.metrics.base import MetricContext, TextMetric
 from harness.types import Question
+
+if TYPE_CHECKING:
+    from nltk.stem.porter import PorterStemmer
 
 _PUNCTUATION = frozenset(string.punctuation)
 # LoCoMo drops "and" along with the articles.
 _STOP_WORDS = re.compile(r"\b(a|an|the|and)\b")
 _ABSTAIN_PHRASES = ("no information available", "not mentioned")
-_stemmer = PorterStemmer()
 
 
 def normalize_answer(text: str) -> str:
@@ -41,9 +42,17 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+@cache
+def _stemmer() -> PorterStemmer:
+    # Imported on first use: nltk's package import pulls in scipy, a second of every command's start-up.
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()
+
+
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    return _stemmer.stem(word)
+    return _stemmer().stem(word)
 
 
 def stemmed_tokens(text: str) -> list[str]:

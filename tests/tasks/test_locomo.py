@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import DataFormatError, TaskOptionError
+from harness.datasets import DataFormatError
+from harness.inputs import OptionError
 from harness.task import DataOptions, TaskData
 from harness.types import count_by_type
 from tasks.locomo import TASK, normalize_evidence
@@ -117,9 +118,9 @@ def test_image_captions_option(shared_data_dir: Path) -> None:
 
 
 def test_bad_options_are_rejected(shared_data_dir: Path) -> None:
-    with pytest.raises(TaskOptionError, match="Valid options: split"):
+    with pytest.raises(OptionError, match="Valid options: split"):
         load(shared_data_dir, spilt="test")
-    with pytest.raises(TaskOptionError, match="split"):
+    with pytest.raises(OptionError, match="split"):
         load(shared_data_dir, split="dev")
 
 

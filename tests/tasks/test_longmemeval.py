@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import DataFormatError, TaskOptionError
+from harness.datasets import DataFormatError
+from harness.inputs import OptionError
 from harness.task import DataOptions, TaskData
 from tasks.longmemeval import REMOTES, TASK, parse_date
 
@@ -95,7 +96,7 @@ def test_variants_and_options() -> None:
     assert REMOTES["s"].sha256 == "d6f21ea9d60a0d56f34a05b609c79c88a451d2ae03597821ea3d5a9678c3a442"
     assert REMOTES["m"].filename == "longmemeval_m_cleaned.json"
     assert "/resolve/98d7416c24c778c2fee6e6f3006e7a073259d48f/" in REMOTES["oracle"].url
-    with pytest.raises(TaskOptionError, match="variant"):
+    with pytest.raises(OptionError, match="variant"):
         TASK.load(DataOptions(data_file="unused.json"), variant="xl")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import DataFormatError, TaskOptionError
+from harness.datasets import DataFormatError
+from harness.inputs import OptionError
 from harness.task import DataOptions, TaskData
 from tasks.msc import REMOTE, TASK
 
@@ -104,5 +105,5 @@ def test_malformed_line_names_file_line_and_field(tmp_path: Path) -> None:
 def test_remote_and_options() -> None:
     assert REMOTE.revision == "5138f416f8fa76b75b2e080da87e8a8e346e1500"
     assert REMOTE.url.endswith(f"/resolve/{REMOTE.revision}/msc_self_instruct.jsonl")
-    with pytest.raises(TaskOptionError, match="include_current_dialog"):
+    with pytest.raises(OptionError, match="include_current_dialog"):
         TASK.load(DataOptions(data_file="unused.jsonl"), split="test")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.datasets import TaskOptionError
+from harness.inputs import OptionError
 from harness.plugins import TASKS
 from harness.task import DataOptions
 from harness.types import count_by_type
@@ -34,5 +34,5 @@ def test_answers_appear_in_evidence_turns() -> None:
 
 def test_registered_and_takes_no_options() -> None:
     assert TASKS.get("toy") is TASK
-    with pytest.raises(TaskOptionError, match="takes no options"):
+    with pytest.raises(OptionError, match="takes no options"):
         TASK.load(DataOptions(), split="test")
