@@ -16,23 +16,20 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.table import Table
 
 from harness.datasets import DataFileError
 from harness.embeddings.base import DEFAULT_EMBEDDER_SPEC
-from harness.export import render
 from harness.llm.spec import DEFAULT_MODEL_SPEC
 from harness.plugins import BACKENDS, EMBEDDERS, METRICS, SYSTEMS, TASKS
 from harness.registry import UnknownNameError
-from harness.report import make_console
-from harness.tables import ReportTable, to_rich
+from harness.tables import ReportTable, make_console, to_rich
 from harness.task import DataOptions
 
 EPILOG = """\
@@ -51,6 +48,17 @@ def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
             raise SystemExit(f"{flag} expects KEY=VALUE, got {pair!r}")
         options[key.replace("-", "_")] = value
     return options
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `minimum` (a count of 0 would hang a semaphore or run nothing)."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdecimal() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="system option, e.g. -S max_context_tokens=4096",
     )
     _add_data_args(run)
-    run.add_argument("--model", default=DEFAULT_MODEL_SPEC, help=f"the system's LLM (default: {DEFAULT_MODEL_SPEC})")
+    run.add_argument("--model", help=f"the system's LLM (default: {DEFAULT_MODEL_SPEC})")
     _add_judge_args(run)
     run.add_argument("--answer-model", help="LLM of the answering step (role `answer`; default: --model)")
     run.add_argument("--manager-model", help="LLM of memr1's Memory Manager (role `manager`; default: --model)")
@@ -127,14 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metric", action="append", help="metric to compute, e.g. llm_judge_strict (repeatable; default: the task's)"
     )
-    run.add_argument("--limit", type=int, help="a seeded subset of N questions, stratified by question type")
+    run.add_argument("--limit", type=_at_least(1), help="a seeded subset of N questions, stratified by question type")
     run.add_argument("--seed", type=int, default=0, help="seed of the subset and of sampled calls (default 0)")
     run.add_argument("--output", default="results", help="results root (default: results/)")
     run.add_argument("--run-id", help="name of the run directory (default: timestamp + config hash)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or failed run where it stopped")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed or failed run where it stopped; a role option (--model, --judge, --role, ...) may "
+        "name the role's server at a new URL (same provider and model), recorded as an endpoint change",
+    )
     _add_call_args(run)
     run.add_argument(
-        "--max-samples", type=int, help="histories processed at once (default: 1 on local engines, else 4)"
+        "--max-samples", type=_at_least(1), help="histories processed at once (default: 1 on local engines, else 4)"
     )
 
     commands.add_parser("ls", help="list tasks, systems, backends and metrics")
@@ -159,15 +172,26 @@ def _add_judge_args(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="judge LLM (repeatable: roles judge, judge_2, ...); adds llm_judge, llm_judge@judge_2, ... to the metrics",
     )
-    parser.add_argument("--judge-repeats", type=int, help="times each judge grades each answer (seeds 0..N-1)")
+    parser.add_argument("--judge-repeats", type=_at_least(1), help="times each judge grades each answer (seeds 0..N-1)")
     parser.add_argument("--judge-temperature", type=float, help="judge sampling temperature (default: the prompt's, 0)")
 
 
 def _add_call_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the LLM call cache")
     parser.add_argument("--cache-path", help="sqlite file of the LLM call cache (default: ~/.cache/memory-harness/)")
-    parser.add_argument("--max-concurrency", type=int, default=8, help="LLM calls in flight per role (default 8)")
-    parser.add_argument("--max-retries", type=int, default=3, help="retries of a transient LLM error (default 3)")
+    parser.add_argument(
+        "--max-concurrency", type=_at_least(1), default=8, help="LLM calls in flight per role (default 8)"
+    )
+    parser.add_argument(
+        "--max-retries", type=_at_least(0), default=3, help="retries of a transient LLM error (default 3)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up on an LLM request after this long and retry it (default: the backend's own limit, 120 s for "
+        "openai and litellm, which also applies)",
+    )
 
 
 def _add_score_parser(commands: argparse._SubParsersAction) -> None:
@@ -196,7 +220,7 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more runs; the first is the reference")
     compare.add_argument("--metric", help="default: llm_judge when every run has it, else the first shared metric")
     compare.add_argument("--test", choices=["permutation", "bootstrap"], default="permutation", help="paired test")
-    compare.add_argument("--resamples", type=int, default=10_000, help="resamples of the test (default 10000)")
+    compare.add_argument("--resamples", type=_at_least(1), default=10_000, help="resamples of the test (default 10000)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     compare.add_argument("--format", choices=formats, default="console")
     compare.add_argument("--output", help="write the table to this file instead of printing it")
@@ -234,19 +258,22 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from harness.report import print_run
     from harness.rescore import judge_role_specs
     from harness.runner import RunConfig, config_of_run, run
 
+    # The roles named on the command line; on --resume they may move a role to a new server URL.
+    named = {"model": args.model, "answer": args.answer_model, "manager": args.manager_model}
+    roles = _key_values(args.role, "--role") | judge_role_specs(args.judge) | {r: s for r, s in named.items() if s}
     if args.resume:
         config = config_of_run(Path(args.resume))
+        config = config.model_copy(update={"roles": config.roles | roles})
     else:
         if not args.task or not args.system:
             raise SystemExit("run needs --task and --system (or --resume RUN_DIR)")
-        roles = {"model": args.model, **_key_values(args.role, "--role"), **judge_role_specs(args.judge)}
-        for role, spec in (("answer", args.answer_model), ("manager", args.manager_model)):
-            if spec:
-                roles[role] = spec
+        roles = {"model": DEFAULT_MODEL_SPEC} | roles
         config = RunConfig(
             task=args.task,
             system=args.system,
@@ -270,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "max_concurrency": args.max_concurrency,
             "max_samples": args.max_samples,
             "max_retries": args.max_retries,
+            "timeout_s": args.timeout,
         }
     )
     result = asyncio.run(run(config, resume=bool(args.resume)))
@@ -315,6 +343,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    import asyncio
+
     from harness.report import print_run
     from harness.rescore import ImportConfig, ScoreOptions, import_predictions, rescore_run
 
@@ -327,6 +357,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         cache_path=Path(args.cache_path) if args.cache_path else None,
         max_retries=args.max_retries,
         max_concurrency=args.max_concurrency,
+        timeout_s=args.timeout,
     )
     if args.predictions:
         if args.run_dir or not args.task:
@@ -367,6 +398,8 @@ def _show_table(table: ReportTable, fmt: str, output: str | None) -> None:
         for note in table.notes:
             console.print(note, highlight=False)
         return
+    from harness.export import render
+
     _emit(render(table, "md" if fmt == "console" else fmt), output)
 
 
@@ -381,6 +414,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.export import render
     from harness.reporting import chart, html_report, load_runs, score_report_table, usage_report_table
 
     results = load_runs(args.run_dirs)

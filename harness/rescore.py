@@ -55,6 +55,8 @@ class ScoreOptions(BaseModel):
     cache_path: Path | None = None
     max_retries: int = 3
     max_concurrency: int = 8
+    timeout_s: float | None = None
+    """The most one judge request may take before it is given up and retried (None: the backend's own limit)."""
 
 
 class ImportConfig(BaseModel):
@@ -84,7 +86,7 @@ async def rescore_run(path: Path, options: ScoreOptions) -> RunResult:
     spec = result.spec
     keep = {role: info for role, info in spec.roles.items() if not (options.judges and is_judge_role(role))}
     judge_specs = judge_role_specs(options.judges) or {
-        role: info.spec for role, info in spec.roles.items() if is_judge_role(role)
+        role: spec.current_spec(role) for role in spec.roles if is_judge_role(role)
     }
     judges = _build_judges(judge_specs, options)
     kept_metrics = [m for m in spec.metrics if not (options.judges and is_judge_metric(m) and m != PUBLISHED_JUDGE)]
@@ -197,7 +199,13 @@ def _imported_record(sample_id: str, question: Question, imported: PredictionImp
 def _build_judges(specs: dict[str, str], options: ScoreOptions) -> dict[str, Model]:
     cache = CallCache(options.cache_path or default_cache_path()) if options.use_cache else None
     return {
-        role: build_model(spec, cache=cache, max_retries=options.max_retries, max_concurrency=options.max_concurrency)
+        role: build_model(
+            spec,
+            cache=cache,
+            max_retries=options.max_retries,
+            max_concurrency=options.max_concurrency,
+            timeout_s=options.timeout_s,
+        )
         for role, spec in specs.items()
     }
 

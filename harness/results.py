@@ -10,12 +10,15 @@ import hashlib
 import json
 import os
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from harness.inputs import InputError, read_text, validation_problems
+from harness.llm.spec import parse_spec
 from harness.llm.structured import StructuredOutputs
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
@@ -48,6 +51,16 @@ class RoleInfo(BaseModel):
     for, reward choice and weights included; None for other models."""
 
 
+class EndpointChange(BaseModel):
+    """A role's server moved when the run was resumed: the same provider and model at another base URL."""
+
+    role: str
+    from_url: str | None
+    to_url: str | None
+    at: str
+    """When the resume that moved it started (ISO 8601, UTC)."""
+
+
 class RunSpec(BaseModel):
     """Everything that decides a run's results; enough to resume it."""
 
@@ -78,6 +91,44 @@ class RunSpec(BaseModel):
     harness_version: str = ""
     git_sha: str | None = None
     packages: dict[str, str] = Field(default_factory=dict)
+    endpoint_changes: list[EndpointChange] = Field(default_factory=list)
+    """Servers that moved on `--resume`, in order; `roles` keeps the specs the run started with. Not in the
+    config hash: the models are the same."""
+
+    def current_spec(self, role: str) -> str:
+        """The role's backend spec as last resumed: its first spec at the base URL it last moved to."""
+        moves = [change for change in self.endpoint_changes if change.role == role]
+        spec = self.roles[role].spec
+        return str(replace(parse_spec(spec), base_url=moves[-1].to_url)) if moves else spec
+
+    def resumed_as(self, current: RunSpec) -> RunSpec:
+        """This spec, continued by a resume built as `current`: roles may name new servers for the same
+        provider and model (recorded in `endpoint_changes`); any other difference raises ValueError."""
+        same_model = {
+            role: info
+            for role, info in current.roles.items()
+            if role in self.roles and _provider_model(info.spec) == _provider_model(self.roles[role].spec)
+        }
+        started_as = current.model_copy(update={"roles": {**current.roles, **{r: self.roles[r] for r in same_model}}})
+        if started_as.compute_config_hash() != self.config_hash:
+            models = ", ".join(
+                f"{role} {self.current_spec(role)} -> {info.spec}"
+                for role, info in current.roles.items()
+                if role in self.roles and role not in same_model
+            )
+            only_urls = f"; only a role's server URL may change (same provider and model): {models}" if models else ""
+            raise ValueError(f"cannot resume, the configuration changed (config hash differs){only_urls}")
+        moves = [
+            EndpointChange(
+                role=role,
+                from_url=parse_spec(self.current_spec(role)).base_url,
+                to_url=parse_spec(info.spec).base_url,
+                at=now_iso(),
+            )
+            for role, info in same_model.items()
+            if info.spec != self.current_spec(role)
+        ]
+        return self.model_copy(update={"endpoint_changes": [*self.endpoint_changes, *moves]})
 
     def compute_config_hash(self) -> str:
         decisive = {
@@ -166,6 +217,8 @@ class UsageSummary(BaseModel):
     cost_usd: float = 0.0
     unpriced_calls: int = 0
     """Calls with no known price: when non-zero, `cost_usd` is a lower bound."""
+    retries: int = 0
+    """Transient failures retried before the calls succeeded (absent from runs made before it was counted)."""
 
 
 class MemorySummary(BaseModel):
@@ -237,6 +290,11 @@ class RunResult(BaseModel):
     error: str | None = None
 
 
+def _provider_model(spec: str) -> tuple[str, str | None]:
+    parsed = parse_spec(spec)
+    return parsed.provider, parsed.model
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -258,6 +316,7 @@ def summarize_usage(usage: Usage) -> UsageSummary:
         latency_p99_s=pct(0.99),
         cost_usd=round(usage.cost_usd, 6),
         unpriced_calls=usage.unpriced_calls,
+        retries=usage.retries,
     )
 
 
@@ -281,7 +340,10 @@ class RunDir:
     def read_result(self) -> RunResult:
         if not self.run_file.exists():
             raise FileNotFoundError(f"{self.run_file}: no run.json here; is {self.path} a run directory?")
-        return RunResult.model_validate_json(self.run_file.read_text())
+        try:
+            return RunResult.model_validate_json(read_text(self.run_file))
+        except ValidationError as error:
+            raise InputError(f"{self.run_file}: not a valid run.json: {validation_problems(error)}.") from None
 
     def append_question(self, record: QuestionRecord) -> None:
         self._append(SAMPLES_FILE, record)
@@ -329,14 +391,17 @@ def _read_jsonl(path: Path, model: type[M]) -> list[M]:
     if not path.exists():
         return []
     records: list[M] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # Split on newlines only: str.splitlines would also break inside answers holding U+2028 or U+0085.
+    lines = read_text(path).removesuffix("\n").split("\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             records.append(model.model_validate_json(line))
-        except ValueError as error:
+        except ValidationError as error:
             if number == len(lines):  # a run killed mid-write leaves a torn last line: that record is redone
                 break
-            raise ValueError(f"{path}:{number}: not a valid {model.__name__} record: {error}") from error
+            raise InputError(
+                f"{path}: line {number}: not a valid {model.__name__} record: {validation_problems(error)}."
+            ) from None
     return records

@@ -56,7 +56,14 @@ from harness.scoring import (
 )
 from harness.selection import stratified_subset
 from harness.snapshots import SnapshotStore
-from harness.system import MemorySystem, Snapshotting, SystemContext, ingest_history, prompt_fingerprints
+from harness.system import (
+    MemorySystem,
+    Snapshotting,
+    SystemContext,
+    check_system_options,
+    ingest_history,
+    prompt_fingerprints,
+)
 from harness.task import DataOptions, TaskData
 from harness.types import MemoryItem, Question, Sample, StageUsage, merge_usage
 
@@ -90,6 +97,8 @@ class RunConfig(BaseModel):
     max_retries: int = 3
     max_concurrency: int = 8
     """LLM calls in flight per role."""
+    timeout_s: float | None = None
+    """The most one LLM request may take before it is given up and retried (None: the backend's own limit)."""
     max_samples: int | None = None
     """Histories processed at once; default 1 when a role runs on a single-slot local engine, else 4."""
     snapshot_dir: Path | None = None
@@ -143,7 +152,7 @@ def config_of_run(run_dir: Path) -> RunConfig:
         task_options={k: str(v) for k, v in spec.task_options.items() if v is not None},
         system_options=spec.system_options,
         data=spec.data_options,
-        roles={role: info.spec for role, info in spec.roles.items()},
+        roles={role: spec.current_spec(role) for role in spec.roles},
         embedder=spec.embedder or DEFAULT_EMBEDDER_SPEC,
         metrics=spec.metrics,
         judge_repeats=spec.judge_repeats,
@@ -156,6 +165,7 @@ def config_of_run(run_dir: Path) -> RunConfig:
 
 
 def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -> _Run:
+    check_system_options(config.system, SYSTEMS.get(config.system), config.system_options)
     task_data = TASKS.get(config.task).load(config.data, **config.task_options)
     samples = task_data.samples
     if config.limit is not None:
@@ -163,7 +173,13 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     if models is None:
         cache = CallCache(config.cache_path or default_cache_path()) if config.use_cache else None
         models = {
-            role: build_model(spec, cache=cache, max_retries=config.max_retries, max_concurrency=config.max_concurrency)
+            role: build_model(
+                spec,
+                cache=cache,
+                max_retries=config.max_retries,
+                max_concurrency=config.max_concurrency,
+                timeout_s=config.timeout_s,
+            )
             for role, spec in config.roles.items()
         }
     metric_names = config.metrics or default_metric_names(task_data.default_metrics, models)
@@ -179,9 +195,11 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
     run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
     if resume:
         previous = run_dir.read_result()
-        if previous.spec.config_hash != spec.config_hash:
-            raise ValueError(f"{run_dir.run_file}: cannot resume, the configuration changed (config hash differs)")
-        result = previous.model_copy(update={"status": "running", "finished_at": None, "error": None})
+        try:
+            resumed = previous.spec.resumed_as(spec)
+        except ValueError as error:
+            raise ValueError(f"{run_dir.run_file}: {error}") from None
+        result = previous.model_copy(update={"spec": resumed, "status": "running", "finished_at": None, "error": None})
     else:
         if run_dir.run_file.exists():
             raise FileExistsError(f"{run_dir.path} already holds a run; use --resume to continue it")

@@ -127,6 +127,8 @@ class Usage(BaseModel):
     """List price of the priced calls (see `harness.llm.pricing`)."""
     unpriced_calls: int = 0
     """Calls of models with no known price: when non-zero, `cost_usd` is a lower bound."""
+    retries: int = 0
+    """Attempts that failed transiently and were retried before the calls succeeded."""
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
@@ -137,6 +139,7 @@ class Usage(BaseModel):
         self.latencies_s.extend(other.latencies_s)
         self.cost_usd += other.cost_usd
         self.unpriced_calls += other.unpriced_calls
+        self.retries += other.retries
 
 
 StageUsage = dict[str, Usage]

@@ -59,6 +59,8 @@ class Completion:
     finish_reason: str | None = None
     cost_usd: float | None = None
     """The call's list price in dollars (cached calls included); None when the model has no known price."""
+    retries: int = 0
+    """Failed attempts before this reply (`Model`'s retries of transient errors); 0 for a cache hit."""
 
 
 class LLMError(RuntimeError):
@@ -66,7 +68,12 @@ class LLMError(RuntimeError):
 
 
 class TransientLLMError(LLMError):
-    """A call failed in a way that may pass: connection, timeout, rate limit, server error."""
+    """A call failed in a way that may pass: connection, timeout, rate limit, server error, malformed reply."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """How long the server asked callers to wait before trying again (its `Retry-After`), when it said."""
 
 
 class LLMCallFailed(LLMError):

@@ -29,9 +29,11 @@ def build_model(
     max_concurrency: int = 8,
     *,
     backoff_s: float = 1.0,
+    timeout_s: float | None = None,
     **backend_kwargs: object,
 ) -> Model:
-    """A `Model` over the spec's backend, with the given cache, retry budget and concurrency limit."""
+    """A `Model` over the spec's backend, with the given cache, retry budget, concurrency limit and
+    per-request timeout (`Model.timeout_s`; a backend's own timeout is one of `backend_kwargs`)."""
     backend = build_backend(spec, **backend_kwargs)
     return Model(
         backend,
@@ -40,4 +42,5 @@ def build_model(
         max_retries=max_retries,
         backoff_s=backoff_s,
         max_concurrency=max_concurrency,
+        timeout_s=timeout_s,
     )

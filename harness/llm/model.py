@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import time
 
-from harness.llm.base import Backend, Completion, GenerateConfig, Message
+from harness.llm.base import Backend, Completion, GenerateConfig, Message, TransientLLMError
 from harness.llm.cache import CallCache, request_document
 from harness.llm.pricing import Price, price_of
-from harness.llm.retry import call_with_retries
+from harness.llm.retry import RateLimitHold, call_with_retries
 from harness.llm.slots import CallSlots
 from harness.types import Usage
 
@@ -17,8 +18,10 @@ from harness.types import Usage
 class Model:
     """Calls one backend for one role (`model`, `judge`, ...).
 
-    Transient errors are retried `max_retries` times with exponential backoff and jitter; then, or on any
-    other backend error, `LLMCallFailed` is raised. A failure never turns into answer text.
+    Transient errors are retried `max_retries` times with exponential backoff and jitter (or after the
+    server's `Retry-After`, which holds back every caller of this model); then, or on any other backend error,
+    `LLMCallFailed` is raised. A failure never turns into answer text. A request that takes over `timeout_s`
+    is cancelled and retried, so a hung server costs at most `timeout_s` per attempt.
     """
 
     def __init__(
@@ -29,12 +32,16 @@ class Model:
         max_retries: int = 3,
         backoff_s: float = 1.0,
         max_concurrency: int = 8,
+        timeout_s: float | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
         self.cache = cache
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.rate_limit = RateLimitHold()
+        """Shared by this model's callers: a `Retry-After` one of them gets holds back all of them."""
         slots = backend.info.max_concurrency or max_concurrency
         self.max_concurrency = min(slots, max_concurrency)
         """Calls this model runs at once (1 on single-slot local engines)."""
@@ -85,10 +92,14 @@ class Model:
         )
 
     async def _call_with_retries(self, messages: list[Message], config: GenerateConfig, background: bool) -> Completion:
+        attempts = 0
+
         async def attempt() -> Completion:
+            nonlocal attempts
+            attempts += 1
             async with self.slots.slot(background=background):
                 start = time.perf_counter()
-                completion = await self.backend.generate(messages, config)
+                completion = await self._generate_in_time(messages, config)
                 latency = time.perf_counter() - start
             return Completion(
                 text=completion.text,
@@ -96,9 +107,21 @@ class Model:
                 completion_tokens=completion.completion_tokens,
                 latency_s=latency,
                 finish_reason=completion.finish_reason,
+                retries=attempts - 1,
             )
 
-        return await call_with_retries(attempt, where=self.spec, max_retries=self.max_retries, backoff_s=self.backoff_s)
+        return await call_with_retries(
+            attempt, where=self.spec, max_retries=self.max_retries, backoff_s=self.backoff_s, hold=self.rate_limit
+        )
+
+    async def _generate_in_time(self, messages: list[Message], config: GenerateConfig) -> Completion:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self.backend.generate(messages, config)
+        except TimeoutError as error:
+            if self.timeout_s is None:
+                raise
+            raise TransientLLMError(f"no reply within timeout_s={self.timeout_s:g}") from error
 
     def count_tokens(self, text: str) -> int | None:
         return self.backend.count_tokens(text)
@@ -119,4 +142,5 @@ def usage_of(completion: Completion) -> Usage:
         latencies_s=[completion.latency_s],
         cost_usd=completion.cost_usd or 0.0,
         unpriced_calls=0 if completion.cost_usd is not None else 1,
+        retries=completion.retries,
     )

@@ -72,7 +72,8 @@ def cell(values: Iterable[float | None], *, seed: int = 0, repeats: Sequence[Seq
         else:
             scored.append(value)
     mean = sum(scored) / len(scored) if scored else None
-    interval = bootstrap_mean_ci(scored, seed=seed)
+    # Sorted: the interval depends on the scores alone, not on the order concurrent answers were recorded in.
+    interval = bootstrap_mean_ci(sorted(scored), seed=seed)
     repeat_means = [m for m in (_mean(r) for r in repeats) if m is not None]
     return Cell(
         mean=mean,
