@@ -120,15 +120,6 @@ def test_openai_needs_a_model_name() -> None:
         build_backend("openai")
 
 
-def test_openai_key_is_not_sent_to_a_server_named_in_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key")
-    monkeypatch.delenv("HARNESS_SERVER_API_KEY", raising=False)
-    assert build_backend("openai:smollm2@http://127.0.0.1:1/v1")._client.api_key == "EMPTY"
-    monkeypatch.setenv("HARNESS_SERVER_API_KEY", "server-key")
-    assert build_backend("openai:smollm2@http://127.0.0.1:1/v1")._client.api_key == "server-key"
-    assert build_backend("openai:gpt-4o-mini")._client.api_key == "sk-real-openai-key"
-
-
 def test_litellm_never_sends_the_openai_key_to_a_server_named_in_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key")
     monkeypatch.delenv("HARNESS_SERVER_API_KEY", raising=False)

@@ -32,7 +32,7 @@ def model_on(server: LoopbackServer, max_concurrency: int = 8) -> Model:
     return build_model(f"openai:loopback@{server.base_url}", max_retries=0, max_concurrency=max_concurrency)
 
 
-async def test_the_openai_backend_gets_the_scripted_reply_and_word_counts() -> None:
+async def test_the_openai_backend_gets_the_scripted_reply_and_token_estimates() -> None:
     with LoopbackServer(paris, latency_s=0.0) as server:
         model = model_on(server)
         try:
@@ -41,7 +41,7 @@ async def test_the_openai_backend_gets_the_scripted_reply_and_word_counts() -> N
             await model.aclose()
     assert completion.text == "Paris"
     assert completion.finish_reason == "stop"
-    assert (completion.prompt_tokens, completion.completion_tokens) == (10, 1)
+    assert (completion.prompt_tokens, completion.completion_tokens) == (5 + 8, 2)  # 4 characters a token
     [record] = server.requests
     assert record.status == 200
     assert record.model == "loopback"
@@ -155,9 +155,12 @@ class Counting:
         return "Paris"
 
 
-async def test_a_server_in_its_own_process_reports_its_records_and_responder_on_exit() -> None:
+async def test_a_server_in_its_own_process_reports_its_records_on_exit() -> None:
     responder = Counting()
-    with LoopbackProcess(LoopbackServer(responder, latency_s=0.02)) as served:
+    # A lambda, which does not pickle: the server process must still send its records back.
+    with LoopbackProcess(
+        LoopbackServer(lambda messages, schema: responder(messages, schema), latency_s=0.02)
+    ) as served:
         model = build_model(f"openai:loopback@{served.base_url}", max_retries=0)
         replies = await asyncio.gather(*(model.generate(QUESTION) for _ in range(5)))
         await model.aclose()
@@ -165,5 +168,4 @@ async def test_a_server_in_its_own_process_reports_its_records_and_responder_on_
     assert responder.calls == 0, "the calls were served in the other process"
     summary = served.summary
     assert summary is not None and len(summary.served()) == 5 and 1 <= summary.peak_in_flight <= 5
-    assert isinstance(summary.responder, Counting) and summary.responder.calls == 5
     assert all(r.end_s - r.start_s >= 0.02 for r in summary.requests)
