@@ -37,7 +37,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from ingestion_server import ScriptedReplies, bound, history_chains, subset_file
 
@@ -110,6 +109,7 @@ def bench_setting(system: str, setting: Setting, args: argparse.Namespace, warm:
             wall, cpu, questions = asyncio.run(timed_run(config))
             warm_figures = asyncio.run(warm_rerun(config)) if warm else None
         assert serving.summary is not None, "the server process sent no records"
+        run_dir = RunDir(config.output_dir / "locomo" / system / "cold")
         served = serving.summary
         calls = len(served.served())
         busy = served.busy_span_s()
@@ -117,7 +117,7 @@ def bench_setting(system: str, setting: Setting, args: argparse.Namespace, warm:
         figures: dict[str, object] = {
             "questions": questions,
             "llm_calls": calls,
-            "calls_by_kind": dict(cast(ScriptedReplies, served.responder).kinds),
+            "calls_by_stage": {stage: u.calls for stage, u in run_dir.read_result().usage.items()},
             "peak_in_flight": served.peak_in_flight,
             "busy_span_s": round(busy, 3),
             "concurrency_bound_s": round(concurrency_bound, 3),
@@ -126,7 +126,7 @@ def bench_setting(system: str, setting: Setting, args: argparse.Namespace, warm:
             "cpu_ms_per_call": round(cpu / calls * 1000, 3) if calls else None,
         }
         if system == "memr1":
-            rows, _ = history_chains(RunDir(config.output_dir / "locomo" / system / "cold"), setting.latency_s)
+            rows, _ = history_chains(run_dir, setting.latency_s)
             critical = bound([float(str(r["chain_s"])) for r in rows], config.max_samples or 4)
             figures["critical_path_bound_s"] = round(critical, 3)
             figures["critical_path_over_busy"] = round(critical / busy, 3) if busy else None

@@ -1,7 +1,8 @@
 """The runner: tasks x systems x models -> scored, resumable run directories.
 
 For each sample (bounded concurrency) a fresh system ingests the history once, in date order; then its
-questions are answered concurrently, scored as they finish and appended to `samples.jsonl` at once. A failed
+questions are answered concurrently (over all samples, at most twice as many at once as the widest role has
+slots), scored as they finish and appended to `samples.jsonl` at once. A failed
 LLM call marks its question failed (recorded, retried on `--resume`), never an answer.
 """
 
@@ -265,11 +266,15 @@ async def _execute(state: _Run, resume: bool) -> None:
     single_slot = any(m.info.max_concurrency == 1 for m in state.models.values())
     limit = state.config.max_samples or (1 if single_slot else 4)
     gate = asyncio.Semaphore(limit)
+    # Questions in answering at once, over all histories: every slot busy and as many prepared behind them.
+    # Unbounded, each history would build all of its ~200 prompts (100 KB each for full-context) before the
+    # first call returned, a burst of CPU and memory that kept the slots idle meanwhile.
+    questions_gate = asyncio.Semaphore(2 * max(m.max_concurrency for m in state.models.values()))
     with RunProgress(total=sum(len(qs) for _, qs in pending), skipped=len(done)) as progress:
 
         async def one(sample: Sample, questions: list[Question]) -> None:
             async with gate:
-                await _run_sample(state, sample, questions, progress)
+                await _run_sample(state, sample, questions, progress, questions_gate)
 
         await asyncio.gather(*(one(sample, questions) for sample, questions in pending))
 
@@ -307,7 +312,9 @@ async def _memory_of(
     return system, context, "rebuilt" if problem else "built"
 
 
-async def _run_sample(state: _Run, sample: Sample, questions: list[Question], progress: RunProgress) -> None:
+async def _run_sample(
+    state: _Run, sample: Sample, questions: list[Question], progress: RunProgress, questions_gate: asyncio.Semaphore
+) -> None:
     progress.start_sample(sample.sample_id, len(questions))
     ingest_usage: StageUsage = {}
     try:
@@ -337,7 +344,8 @@ async def _run_sample(state: _Run, sample: Sample, questions: list[Question], pr
     state.run_dir.write_memory(sample.sample_id, memory)
 
     async def answer_and_score(question: Question) -> None:
-        record = await _answer_and_score(state, system, sample, question)
+        async with questions_gate:
+            record = await _answer_and_score(state, system, sample, question)
         state.run_dir.append_question(record)
         progress.advance(failed=record.failed)
 

@@ -15,6 +15,8 @@ from harness.plugins import TASKS
 from harness.results import RunDir
 from harness.runner import run
 from harness.task import DataOptions
+from harness.types import Prediction, Query
+from systems.full_context import FullContextSystem
 
 
 def records(tmp_path: Path, run_id: str = "r1") -> list[dict]:
@@ -212,3 +214,24 @@ async def test_two_judges_with_repeats_give_per_judge_scores_spread_and_agreemen
     assert agreement.raw == pytest.approx((n - 2) / n)
     assert agreement.kappa == 0.0  # one judge always says CORRECT: agreement is all chance
     assert result.usage["judge"].calls == 2 * 2 * n
+
+
+async def test_questions_answered_at_once_are_bounded_by_twice_the_slots(tmp_path, monkeypatch):
+    answering, peak = 0, 0
+    answer = FullContextSystem.answer
+
+    async def counted(self: FullContextSystem, query: Query) -> Prediction:
+        nonlocal answering, peak
+        answering += 1
+        peak = max(peak, answering)
+        try:
+            return await answer(self, query)
+        finally:
+            answering -= 1
+
+    monkeypatch.setattr(FullContextSystem, "answer", counted)
+    backend = MockBackend(responder=oracle(), latency_s=0.01)
+    model = Model(backend, spec="mock", max_concurrency=1)
+    result = await run(config(tmp_path, max_samples=2), models={"model": model})
+    assert result.counts is not None and result.counts.answered == len(toy_questions()) == 6
+    assert peak == 2  # one call in its slot and one prepared, over both histories (unbounded: all 6 at once)

@@ -66,13 +66,49 @@ class CallRequest:
         )
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _PrefixBlocks:
+    """The blocks of the last `size` content prefixes hashed (a content's part before its last block), by length:
+    every full-context prompt of a history is that history plus a question, so the history is split and hashed
+    once instead of per question, and a 100 KB prompt costs a comparison with the prefix of the same length
+    (a tenth of splitting and hashing it; a dict keyed by the prefix text would hash it, half the cost)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._known: dict[int, tuple[str, list[tuple[str, str]]]] = {}
+        self._lock = threading.Lock()
+
+    def blocks_of(self, content: str) -> list[tuple[str, str]]:
+        """The content's blocks as (sha256, text), in order."""
+        cut = content.rfind(BLOCK_SEPARATOR)
+        if cut < 0:
+            return [(_sha256(content), content)]
+        last = content[cut + len(BLOCK_SEPARATOR) :]
+        with self._lock:
+            known = self._known.get(cut)
+        if known is None or not content.startswith(known[0]):
+            prefix = content[:cut]
+            known = (prefix, [(_sha256(block), block) for block in prefix.split(BLOCK_SEPARATOR)])
+            with self._lock:
+                self._known.pop(cut, None)
+                self._known[cut] = known
+                if len(self._known) > self.size:
+                    del self._known[next(iter(self._known))]
+        return [*known[1], (_sha256(last), last)]
+
+
+_prefix_blocks = _PrefixBlocks(size=64)
+
+
 def request_document(identity: dict[str, str | None], messages: list[Message], config: GenerateConfig) -> CallRequest:
     blocks: dict[str, str] = {}
     shown: list[dict[str, object]] = []
     for message in messages:
         hashes = []
-        for block in message["content"].split(BLOCK_SEPARATOR):
-            digest = hashlib.sha256(block.encode()).hexdigest()
+        for digest, block in _prefix_blocks.blocks_of(message["content"]):
             blocks[digest] = block
             hashes.append(digest)
         shown.append({"role": message["role"], "blocks": hashes})

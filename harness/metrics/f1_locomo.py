@@ -116,5 +116,7 @@ def f1_locomo_score(answer: str, question: Question) -> float:
 
 
 def f1_locomo(context: MetricContext) -> TextMetric:
-    """Registered as `f1_locomo`."""
+    """Registered as `f1_locomo`. Imports the stemmer now, as a run sets up: on the first score it would stall
+    the event loop, and every call in flight, for the second nltk takes to import."""
+    _stemmer()
     return TextMetric("f1_locomo", f1_locomo_score)

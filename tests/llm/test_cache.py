@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -85,6 +87,22 @@ def test_a_history_shared_by_prompts_is_stored_once(cache: CallCache) -> None:
     reopened = sqlite3.connect(cache.path)
     assert reopened.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == 1 + 19 + 3
     assert len(cache) == 3
+
+
+def test_a_remembered_prefix_gives_the_same_block_hashes_as_a_fresh_split() -> None:
+    history = "\n\n".join(f"[S{n}]\nA: turn {n}" for n in range(5))
+    same_length = history.replace("turn 0", "turn 9")  # another history of the prefix's length
+    contents = [
+        f"{history}\n\nQuestion: Where?",
+        f"{history}\n\nQuestion: When?",  # the first prompt's prefix, remembered
+        f"{same_length}\n\nQuestion: Where?",
+        "no blocks at all",
+        "\n\n\n\nempty blocks\n\n",
+    ]
+    for content in contents:
+        prompt: list[Message] = [{"role": "user", "content": content}]
+        (message,) = json.loads(request_document(IDENTITY, prompt, GenerateConfig()).document)["messages"]
+        assert message["blocks"] == [hashlib.sha256(b.encode()).hexdigest() for b in content.split("\n\n")]
 
 
 def test_version_1_rows_are_still_served_and_moved_to_version_2(tmp_path: Path) -> None:

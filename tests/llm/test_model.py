@@ -102,3 +102,26 @@ async def test_single_slot_backend_limits_concurrency() -> None:
     model = Model(backend, spec="counting", max_concurrency=8)
     await asyncio.gather(*(model.generate(QUESTION) for _ in range(5)))
     assert backend.peak == 1
+
+
+async def test_mock_latency_waits_without_holding_the_event_loop() -> None:
+    order: list[str] = []
+
+    async def call(backend: MockBackend, name: str) -> None:
+        await backend.generate(QUESTION, GenerateConfig())
+        order.append(name)
+
+    async def other() -> None:
+        order.append("other")
+
+    await asyncio.gather(call(MockBackend(), "instant"), other())
+    await asyncio.gather(call(MockBackend(latency_s=0.01), "slow"), other())
+    assert order == ["instant", "other", "other", "slow"]
+
+
+async def test_mock_counts_prompt_words_across_blocks_as_one_split_would() -> None:
+    content = "Context:\n[S1]\nA: one two\n\n\n\n[S2]  B: three\n\nQuestion: four?"
+    messages: list[Message] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+    for _ in range(2):  # the second time from the remembered block counts
+        completion = await MockBackend(default="x").generate(messages, GenerateConfig())
+        assert completion.prompt_tokens == 2 + len(content.split()) == 12

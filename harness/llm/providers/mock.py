@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message, TransientLLMError
+from harness.llm.cache import BLOCK_SEPARATOR
 
 Reply = str | Exception
 Responder = Callable[[list[Message]], Reply]
+
+
+@lru_cache(maxsize=4096)
+def _word_count(block: str) -> int:
+    """Words of one block of a prompt: a history's blocks recur in every prompt of its questions, and counting
+    a 100 KB prompt's words afresh per call would make the mock, not the harness, the slow part of a run.
+    Blocks are separated by whitespace, so their counts sum to the prompt's `len(text.split())`."""
+    return len(block.split())
 
 
 class MockBackend:
@@ -21,6 +32,9 @@ class MockBackend:
     `default` is returned as is. With
     `validate_schema=False` it stands for an unconstrained backend and returns any reply as is, so tests can
     exercise the lenient parsers.
+
+    With `latency_s` each call sleeps that long (without holding the event loop) before it replies, so a run
+    on the mock shows the harness's own throughput ceiling against a server of fixed latency.
     """
 
     def __init__(
@@ -33,6 +47,7 @@ class MockBackend:
         default: str = "I don't know",
         context_window: int | None = None,
         validate_schema: bool = True,
+        latency_s: float = 0.0,
     ) -> None:
         self.info = BackendInfo(
             provider="mock",
@@ -45,12 +60,15 @@ class MockBackend:
         self._replies = list(replies)
         self._responder = responder
         self._default = default
+        self._latency_s = latency_s
         self.calls: list[list[Message]] = []
         self.configs: list[GenerateConfig] = []
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> Completion:
         self.calls.append(messages)
         self.configs.append(config)
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
         scripted = bool(self._replies) or self._responder is not None
         if self._replies:
             reply: Reply = self._replies.pop(0)
@@ -64,7 +82,7 @@ class MockBackend:
             errors = config.json_schema.errors(reply)
             if errors:
                 raise LLMError(f"mock: the scripted reply does not fit schema {config.json_schema.name!r}: {errors}")
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        prompt_tokens = sum(_word_count(block) for m in messages for block in m["content"].split(BLOCK_SEPARATOR))
         return Completion(
             text=reply, prompt_tokens=prompt_tokens, completion_tokens=len(reply.split()), finish_reason="stop"
         )
