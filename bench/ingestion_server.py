@@ -8,7 +8,7 @@ conversations of the Memory-R1 test split, in full, with their first `--question
 
 Reported per system, from the server's own records and the files the run writes:
 
-- calls: LLM calls served (by kind: extraction / manager / answer), and peak calls in flight;
+- calls: LLM calls served (by stage, from run.json: ingestion / answer), and peak calls in flight;
 - busy span: from the first call's start to the last call's end, on the server's monotonic clock;
 - concurrency bound = calls x latency / max_concurrency (the run cannot be faster with that many slots;
   each role has its own `max_concurrency` slots, so with roles working at once the true cap is looser);
@@ -40,7 +40,6 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import cast
 
 from harness.embeddings.build import DEFAULT_EMBEDDER_SPEC
 from harness.llm import Message
@@ -68,22 +67,16 @@ def subset_file(data_dir: Path, histories: int, questions: int, folder: Path) ->
 
 
 class ScriptedReplies:
-    """The responder: valid extraction and manager replies, a short answer otherwise; counts calls by kind."""
-
-    def __init__(self) -> None:
-        self.kinds: Counter[str] = Counter()
+    """The responder: valid extraction and manager replies, a short answer otherwise."""
 
     def __call__(self, messages: list[Message], schema: JSONObject | None) -> str:
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         user = messages[-1]["content"]
         if system == EXTRACTION_INSTRUCTIONS:
-            self.kinds["extraction"] += 1
             return json.dumps({"facts": [extraction_fact(user)]})
         if system == MANAGER_INSTRUCTIONS:
-            self.kinds["manager"] += 1
             fact = json.loads(user.split("New facts:\n", 1)[1].split("\n\n", 1)[0])[0]
             return json.dumps({"memory": [{"id": "new", "text": fact, "event": "ADD", "old_memory": ""}]})
-        self.kinds["answer"] += 1
         return "**Answer:** unknown"
 
 
@@ -177,9 +170,9 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
     max_samples = args.max_samples or 4  # the runner's default for servers
     if isinstance(serving, LoopbackProcess):
         assert serving.summary is not None, "the server process sent no records"
-        served, replies = serving.summary, cast(ScriptedReplies, serving.summary.responder)
+        served = serving.summary
     else:
-        served = ServedSummary(server.requests, server.peak_in_flight, replies)
+        served = ServedSummary(server.requests, server.peak_in_flight)
     calls = len(served.served())
     busy = served.busy_span_s()
     concurrency_bound = calls * latency_s / args.max_concurrency
@@ -190,7 +183,7 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
         "status": result.status,
         "failed_questions": result.counts.failed if result.counts else None,
         "llm_calls": calls,
-        "calls_by_kind": dict(replies.kinds),
+        "calls_by_stage": {stage: u.calls for stage, u in run_dir.read_result().usage.items()},
         "refused": sum(1 for r in served.requests if r.status == 503),
         "peak_in_flight": served.peak_in_flight,
         "busy_span_s": round(busy, 3),
@@ -222,7 +215,7 @@ def print_table(figures: dict[str, dict[str, object]]) -> None:
     for system, row in figures.items():
         print(f"{system:<8}" + "".join(f"{row[key]!s:>15}" for _, key in columns))
     for system, row in figures.items():
-        print(f"{system}: calls by kind {row['calls_by_kind']}, refused {row['refused']}, status {row['status']}")
+        print(f"{system}: calls by stage {row['calls_by_stage']}, refused {row['refused']}, status {row['status']}")
         if not row["critical_path_exact"]:
             print(f"{system}: per-speaker manager calls unknown for some history: estimated as manager_calls / 2")
 
