@@ -23,8 +23,11 @@ from trainers.memr1.evaluation import drop_long_prompts, prompt_lengths, query_i
 from trainers.memr1.ppo import (  # noqa: E402
     QueryIndex,
     RuleRewardModel,
+    ScoredBatch,
+    UpdateClock,
     pad_token_for,
     ppo_arguments,
+    ppo_history,
     ppo_queries,
     train_ppo,
 )
@@ -149,6 +152,20 @@ def test_ppo_arguments_need_one_full_batch(tmp_path):
     args = ppo_arguments(config, tmp_path, train_rows=4)
     assert (args.total_episodes, args.stop_token, args.temperature) == (12, "eos", 1.0)
     assert (args.learning_rate, args.kl_coef, args.num_sample_generations) == (1e-6, 0.05, 0)
+
+
+def test_an_updates_reward_is_the_mean_over_its_scored_micro_batches():
+    """TRL scores an update's rollouts `local_rollout_forward_batch_size` at a time: 2 updates of 4 rollouts
+    scored 2 at a time are 4 scored batches."""
+    log = [{"loss/policy_avg": 0.5, "loss/value_avg": 2.0, "step": n} for n in (1, 2)]
+    batches = [ScoredBatch(["a", "b"], scores) for scores in ([1.0, 0.0], [0.5, 0.5], [0.0, 0.0], [0.25, 0.25])]
+    clock = UpdateClock()
+    clock.wall, clock.cpu = [10.0, 12.0], [9.0, 11.0]
+    steps = ppo_history(log, batches, clock, vf_coef=0.1, batches_per_update=2)
+    assert [(s.step, s.reward, s.loss) for s in steps] == [(1, 0.5, pytest.approx(0.7)), (2, 0.125, pytest.approx(0.7))]
+    assert steps[1].values["update_seconds"] == 12.0
+    with pytest.raises(RuntimeError, match=r"4 rollout batches scored \(3 per update"):
+        ppo_history(log, batches, clock, vf_coef=0.1, batches_per_update=3)
 
 
 # --- Slow: SmolLM2 --------------------------------------------------------------------------------------------

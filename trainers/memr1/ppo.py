@@ -298,20 +298,35 @@ class UpdateClock(TrainerCallback):
 
 
 def ppo_history(
-    log_history: Sequence[dict[str, Any]], batches: Sequence[ScoredBatch], clock: UpdateClock, vf_coef: float
+    log_history: Sequence[dict[str, Any]],
+    batches: Sequence[ScoredBatch],
+    clock: UpdateClock,
+    vf_coef: float,
+    batches_per_update: int,
 ) -> list[LoggedStep]:
     """One `LoggedStep` per PPO update: `reward` is the mean rule reward of its rollouts (before TRL's
     `missing_eos_penalty`), `loss` TRL's `pg_loss + vf_coef * vf_loss` averaged over the update; `values` keeps
-    TRL's other finite metrics (its `val/ratio_var` is NaN with one minibatch) and the update's seconds."""
+    TRL's other finite metrics (its `val/ratio_var` is NaN with one minibatch) and the update's seconds.
+
+    TRL scores an update's rollouts `local_rollout_forward_batch_size` at a time: `batches_per_update` scored
+    batches make one update."""
     entries = [entry for entry in log_history if all(key in entry for key in TRL_LOSS_KEYS)]
-    if not len(entries) == len(batches) == len(clock.wall):
-        raise RuntimeError(f"{len(entries)} PPO updates logged, {len(batches)} rollout batches scored")
+    if not len(entries) * batches_per_update == len(batches) or len(entries) != len(clock.wall):
+        raise RuntimeError(
+            f"{len(entries)} PPO updates logged, {len(batches)} rollout batches scored "
+            f"({batches_per_update} per update expected)"
+        )
     steps = []
-    for number, (entry, batch) in enumerate(zip(entries, batches, strict=True), start=1):
+    for number, entry in enumerate(entries, start=1):
         values = {key: float(v) for key, v in entry.items() if isinstance(v, int | float) and math.isfinite(v)}
         values |= {"update_seconds": clock.wall[number - 1], "update_cpu_seconds": clock.cpu[number - 1]}
         loss = float(entry["loss/policy_avg"]) + vf_coef * float(entry["loss/value_avg"])
-        reward = sum(batch.scores) / len(batch.scores)
+        scores = [
+            s
+            for batch in batches[(number - 1) * batches_per_update : number * batches_per_update]
+            for s in batch.scores
+        ]
+        reward = sum(scores) / len(scores)
         steps.append(LoggedStep(step=int(entry.get("step", number)), reward=reward, loss=loss, values=values))
     return steps
 
@@ -385,7 +400,9 @@ def train_ppo(
     started = time.perf_counter()
     trainer.train()
     result = make_result("ppo", agent, trainer.state, validation.points, output_dir, time.perf_counter() - started)
-    history = ppo_history(trainer.state.log_history, reward_model.backbone.batches, clock, trainer.args.vf_coef)
+    args = trainer.args
+    per_update = math.ceil(args.local_batch_size / args.local_rollout_forward_batch_size)
+    history = ppo_history(trainer.state.log_history, reward_model.backbone.batches, clock, args.vf_coef, per_update)
     result = result.model_copy(update={"history": history})
     policy.generation_config = generation
     rows = {"train": len(train_rows), "val": len(val_rows)}
