@@ -198,6 +198,15 @@ async def bench_system(system: str, args: argparse.Namespace, data_file: Path, f
     }
 
 
+def print_columns(
+    figures: dict[str, dict[str, object]], columns: list[tuple[str, str]], first: str, name_width: int, width: int
+) -> None:
+    """One row per run: its name, then each column's figure (blank where the run has none)."""
+    print(f"{first:<{name_width}}" + "".join(f"{title:>{width}}" for title, _ in columns))
+    for name, row in figures.items():
+        print(f"{name:<{name_width}}" + "".join(f"{row.get(key, '')!s:>{width}}" for _, key in columns))
+
+
 def print_table(figures: dict[str, dict[str, object]]) -> None:
     columns = [
         ("calls", "llm_calls"),
@@ -211,9 +220,7 @@ def print_table(figures: dict[str, dict[str, object]]) -> None:
         ("serial/busy", "serial_chain_over_busy"),
         ("wall s", "wall_s"),
     ]
-    print(f"{'system':<8}" + "".join(f"{title:>15}" for title, _ in columns))
-    for system, row in figures.items():
-        print(f"{system:<8}" + "".join(f"{row[key]!s:>15}" for _, key in columns))
+    print_columns(figures, columns, "system", name_width=8, width=15)
     for system, row in figures.items():
         print(f"{system}: calls by stage {row['calls_by_stage']}, refused {row['refused']}, status {row['status']}")
         if not row["critical_path_exact"]:

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion_server import ScriptedReplies, bound, history_chains, subset_file
+from ingestion_server import ScriptedReplies, bound, history_chains, print_columns, subset_file
 
 from harness.loopback import LoopbackProcess, LoopbackServer
 from harness.results import RunDir
@@ -185,9 +185,7 @@ def print_table(figures: dict[str, dict[str, object]]) -> None:
         ("cpu ms/call", "cpu_ms_per_call"),
         ("wall s", "wall_s"),
     ]
-    print(f"{'run':<22}" + "".join(f"{title:>12}" for title, _ in columns))
-    for name, row in figures.items():
-        print(f"{name:<22}" + "".join(f"{row.get(key, '')!s:>12}" for _, key in columns))
+    print_columns(figures, columns, "run", name_width=22, width=12)
     for name, row in figures.items():
         if "warm" in row:
             print(f"{name}: warm-cache re-run {row['warm']}")
