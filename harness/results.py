@@ -6,14 +6,16 @@ Reports, re-scoring and comparisons read these files alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -326,6 +328,8 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._open_files: dict[str, TextIO] | None = None
+        """Files kept open for appending inside `appending()`; None outside it (each append opens its file)."""
 
     @property
     def run_file(self) -> Path:
@@ -351,11 +355,32 @@ class RunDir:
     def append_ingest(self, record: IngestRecord) -> None:
         self._append(INGEST_FILE, record)
 
+    @contextlib.contextmanager
+    def appending(self) -> Iterator[None]:
+        """Keep the record files open between appends (a run's thousands of appends each paid an open and a
+        close); every line is still flushed as it is written, so a killed run keeps it."""
+        with self._lock:
+            self._open_files = {}
+        try:
+            yield
+        finally:
+            with self._lock:
+                for handle in self._open_files.values():
+                    handle.close()
+                self._open_files = None
+
     def _append(self, name: str, record: BaseModel) -> None:
         line = record.model_dump_json() + "\n"
-        with self._lock, (self.path / name).open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        with self._lock:
+            if self._open_files is None:
+                with (self.path / name).open("a", encoding="utf-8") as f:
+                    f.write(line)
+                return
+            handle = self._open_files.get(name)
+            if handle is None:
+                handle = self._open_files[name] = (self.path / name).open("a", encoding="utf-8")
+            handle.write(line)
+            handle.flush()
 
     def read_questions(self) -> list[QuestionRecord]:
         return _read_jsonl(self.path / SAMPLES_FILE, QuestionRecord)
@@ -378,7 +403,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / (SAMPLES_FILE + ".tmp")
         tmp.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, self.path / SAMPLES_FILE)
+        with self._lock:
+            if self._open_files is not None and SAMPLES_FILE in self._open_files:  # appends go to the new file
+                self._open_files.pop(SAMPLES_FILE).close()
+            os.replace(tmp, self.path / SAMPLES_FILE)
 
     def write_memory(self, sample_id: str, items: list[MemoryItem]) -> None:
         folder = self.path / MEMORY_DIR

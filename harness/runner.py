@@ -270,7 +270,8 @@ async def _execute(state: _Run, resume: bool) -> None:
     # Unbounded, each history would build all of its ~200 prompts (100 KB each for full-context) before the
     # first call returned, a burst of CPU and memory that kept the slots idle meanwhile.
     questions_gate = asyncio.Semaphore(2 * max(m.max_concurrency for m in state.models.values()))
-    with RunProgress(total=sum(len(qs) for _, qs in pending), skipped=len(done)) as progress:
+    total = sum(len(qs) for _, qs in pending)
+    with RunProgress(total=total, skipped=len(done)) as progress, state.run_dir.appending():
 
         async def one(sample: Sample, questions: list[Question]) -> None:
             async with gate:

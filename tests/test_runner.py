@@ -12,7 +12,7 @@ from support import config, mock_model, oracle, question_of, toy_questions
 from harness.llm import Completion, GenerateConfig, Message, Model
 from harness.llm.providers.mock import MockBackend
 from harness.plugins import TASKS
-from harness.results import RunDir
+from harness.results import QuestionRecord, RunDir
 from harness.runner import run
 from harness.task import DataOptions
 from harness.types import Prediction, Query
@@ -235,3 +235,16 @@ async def test_questions_answered_at_once_are_bounded_by_twice_the_slots(tmp_pat
     result = await run(config(tmp_path, max_samples=2), models={"model": model})
     assert result.counts is not None and result.counts.answered == len(toy_questions()) == 6
     assert peak == 2  # one call in its slot and one prepared, over both histories (unbounded: all 6 at once)
+
+
+def test_records_appended_while_appending_are_on_disk_at_once_and_follow_a_rewrite(tmp_path):
+    run_dir = RunDir(tmp_path)
+    record = QuestionRecord(sample_id="s", question_id="q1", question_type="t", question="?", gold=["x"])
+    with run_dir.appending():
+        run_dir.append_question(record)
+        assert [r.question_id for r in RunDir(tmp_path).read_questions()] == ["q1"]  # flushed, file still open
+        run_dir.rewrite_questions([])
+        run_dir.append_question(record.model_copy(update={"question_id": "q2"}))
+        assert [r.question_id for r in RunDir(tmp_path).read_questions()] == ["q2"]
+    run_dir.append_question(record.model_copy(update={"question_id": "q3"}))
+    assert [r.question_id for r in run_dir.read_questions()] == ["q2", "q3"]

@@ -127,6 +127,8 @@ class Model:
         return self.backend.count_tokens(text)
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
         await self.backend.aclose()
 
 

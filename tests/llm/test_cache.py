@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -183,3 +184,44 @@ async def test_failed_calls_are_not_cached(cache: CallCache) -> None:
         await model.generate(QUESTION)
     assert len(cache) == 0
     assert (await model.generate(QUESTION)).text == "fine"
+
+
+def committed(path: Path) -> int:
+    """Rows another connection sees: what a killed process would have left."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM calls_v2").fetchone()[0])
+
+
+async def test_puts_in_one_turn_of_the_loop_commit_together_at_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path)
+    model = Model(MockBackend(default="Paris"), spec="mock", cache=cache)
+    first, second = (
+        request_document(IDENTITY, QUESTION, GenerateConfig()),
+        request_document(IDENTITY, QUESTION, GenerateConfig(max_tokens=8)),
+    )
+    cache.put(first, Completion(text="Paris"))
+    cache.put(second, Completion(text="Lyon"))
+    assert committed(path) == 0  # nothing awaited yet: both wait for the loop's next turn
+    assert cache.get(first) is not None and cache.get(second) is not None  # and are served meanwhile
+    await asyncio.sleep(0)
+    assert committed(path) == 2
+    await model.generate(QUESTION, GenerateConfig(max_tokens=16))
+    assert committed(path) == 2
+    await model.aclose()  # closing the model writes what is pending
+    assert committed(path) == 3
+
+
+async def test_a_full_batch_commits_without_waiting_for_the_loop(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("harness.llm.cache.FLUSH_EVERY", 3)
+    path = tmp_path / "calls.sqlite"
+    cache = CallCache(path)
+    for n in range(3):
+        cache.put(request_document(IDENTITY, QUESTION, GenerateConfig(max_tokens=n + 1)), Completion(text="x"))
+    assert committed(path) == 3
+
+
+def test_outside_an_event_loop_a_put_commits_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    CallCache(path).put(request_document(IDENTITY, QUESTION, GenerateConfig()), Completion(text="Paris"))
+    assert committed(path) == 1
