@@ -107,6 +107,24 @@ class RunConfig(BaseModel):
 
 
 @dataclass
+class _Written:
+    """The records of a run directory as this process holds them: those a resumed run kept, then each one appended
+    (in file order), so the final summary need not read back and parse thousands of lines it wrote."""
+
+    run_dir: RunDir
+    questions: list[QuestionRecord]
+    ingests: list[IngestRecord]
+
+    def question(self, record: QuestionRecord) -> None:
+        self.run_dir.append_question(record)
+        self.questions.append(record)
+
+    def ingest(self, record: IngestRecord) -> None:
+        self.run_dir.append_ingest(record)
+        self.ingests.append(record)
+
+
+@dataclass
 class _Run:
     """The pieces of a run once everything is loaded and built."""
 
@@ -116,6 +134,7 @@ class _Run:
     models: dict[str, Model]
     metrics: list[Metric]
     run_dir: RunDir
+    written: _Written
     result: RunResult
     embedder: Callable[[], Embedder]
     snapshots: SnapshotStore | None
@@ -129,7 +148,7 @@ async def run(config: RunConfig, models: dict[str, Model] | None = None, resume:
     state = _prepare(config, models, resume)
     owned = models is None
     try:
-        await _execute(state, resume)
+        await _execute(state)
     except (asyncio.CancelledError, KeyboardInterrupt):
         _finish(state, "interrupted")
         log.warning("interrupted; continue with: python -m harness run --resume %s", state.run_dir.path)
@@ -201,15 +220,17 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
         except ValueError as error:
             raise ValueError(f"{run_dir.run_file}: {error}") from None
         result = previous.model_copy(update={"spec": resumed, "status": "running", "finished_at": None, "error": None})
+        written = _Written(run_dir, run_dir.keep_finished_questions(), run_dir.read_ingests())
     else:
         if run_dir.run_file.exists():
             raise FileExistsError(f"{run_dir.path} already holds a run; use --resume to continue it")
         planned = sum(len(sample.questions) for sample in samples)
         result = RunResult(run_id=run_id, status="running", created_at=now_iso(), spec=spec, planned_questions=planned)
+        written = _Written(run_dir, [], [])
     run_dir.write_result(result)
     embedder = functools.cache(lambda: build_embedder(config.embedder, use_cache=config.use_cache))
     snapshots = SnapshotStore(config.snapshot_dir) if config.use_cache else None
-    return _Run(config, task_data, samples, models, metrics, run_dir, result, embedder, snapshots)
+    return _Run(config, task_data, samples, models, metrics, run_dir, written, result, embedder, snapshots)
 
 
 def role_info(model: Model) -> RoleInfo:
@@ -256,8 +277,8 @@ def build_spec(
     return spec.model_copy(update={"config_hash": spec.compute_config_hash()})
 
 
-async def _execute(state: _Run, resume: bool) -> None:
-    done = {r.question_id for r in state.run_dir.keep_finished_questions()} if resume else set()
+async def _execute(state: _Run) -> None:
+    done = {r.question_id for r in state.written.questions}
     pending = [
         (sample, [q for q in sample.questions if q.question_id not in done])
         for sample in state.samples
@@ -323,15 +344,15 @@ async def _run_sample(
     except Exception as error:  # an exhausted LLM call or a system bug: this history's questions are recorded failed
         log.debug("ingest of %s failed", sample.sample_id, exc_info=True)
         message = f"ingest failed: {type(error).__name__}: {error}"
-        state.run_dir.append_ingest(
+        state.written.ingest(
             IngestRecord(sample_id=sample.sample_id, usage=ingest_usage, memory_items=0, error=message)
         )
         for question in questions:
-            state.run_dir.append_question(_record(sample, question, error=message))
+            state.written.question(_record(sample, question, error=message))
             progress.advance(failed=True)
         return
     memory = system.memory_dump()
-    state.run_dir.append_ingest(
+    state.written.ingest(
         IngestRecord(
             sample_id=sample.sample_id,
             usage=ingest_usage,
@@ -347,7 +368,7 @@ async def _run_sample(
     async def answer_and_score(question: Question) -> None:
         async with questions_gate:
             record = await _answer_and_score(state, system, sample, question)
-        state.run_dir.append_question(record)
+        state.written.question(record)
         progress.advance(failed=record.failed)
 
     await asyncio.gather(*(answer_and_score(q) for q in questions))
@@ -381,13 +402,20 @@ def _record(sample: Sample, question: Question, error: str | None = None) -> Que
     )
 
 
-def summarize(run_dir: RunDir, spec: RunSpec) -> dict[str, object]:
+def summarize(
+    run_dir: RunDir,
+    spec: RunSpec,
+    records: Sequence[QuestionRecord] | None = None,
+    ingest_records: Sequence[IngestRecord] | None = None,
+) -> dict[str, object]:
     """Counts, aggregates, usage and memory summary of a run directory's records: the `run.json` fields
-    that `show`, `score` and resumed runs recompute from the files alone."""
-    records = run_dir.read_questions()
+    that `show`, `score` and resumed runs recompute from the files alone. `records` and `ingest_records` are
+    the directory's question and ingest records when the caller holds them already (else they are read)."""
+    records = run_dir.read_questions() if records is None else records
     answered = [r for r in records if not r.failed]
     usage: StageUsage = {}
-    ingests = list({r.sample_id: r for r in run_dir.read_ingests()}.values())  # the latest per history
+    ingest_records = run_dir.read_ingests() if ingest_records is None else ingest_records
+    ingests = list({r.sample_id: r for r in ingest_records}.values())  # the latest per history
     stats: dict[str, int] = {}
     for ingest in ingests:
         merge_usage(usage, ingest.usage)
@@ -449,7 +477,7 @@ def _efficiency(usage: StageUsage, answered: Sequence[QuestionRecord], metrics: 
 
 
 def _finish(state: _Run, status: str, error: str | None = None) -> RunResult:
-    summary = summarize(state.run_dir, state.result.spec)
+    summary = summarize(state.run_dir, state.result.spec, state.written.questions, state.written.ingests)
     result = state.result.model_copy(update={"status": status, "finished_at": now_iso(), "error": error, **summary})
     state.run_dir.write_result(result)
     state.result = result

@@ -21,6 +21,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +47,8 @@ KILLS = 20
 SEED = 12
 GATE = 2
 """Histories in flight at once (`--max-samples`)."""
+CONCURRENCY = 4
+"""Calls in flight at once (`--max-concurrency`): the most replies one turn of the event loop can hold."""
 
 
 def write_chats(path: Path, conversations: int, sessions: int, turns: int) -> None:
@@ -129,6 +132,11 @@ def kill_phase(run_dir: RunDir, before: set[str], ingests_before: int, histories
     built = len(run_dir.read_ingests()) - ingests_before
     doing = [name for name, busy in (("ingestion", started > built), ("answering", built > finished)) if busy]
     return " and ".join(doing) or "neither"
+
+
+def keys_cached(cache_dir: Path) -> set[str]:
+    with sqlite3.connect(cache_dir / "llm_calls.sqlite") as db:
+        return {key for (key,) in db.execute("SELECT key FROM calls_v2")}
 
 
 def calls_cached(cache_dir: Path) -> int:
@@ -222,7 +230,7 @@ def test_kill_9_twenty_times_then_resume_gives_the_uninterrupted_records(
         spec = f"openai:loopback@{served.base_url}"
         args = ["--task", "locomo", "--data-file", str(data), "--system", system, "--embedder", "hashing"]
         args += ["--model", spec, "--metric", "exact_match", "--metric", "f1"]
-        args += ["--run-id", "r", "--max-samples", str(GATE), "--max-concurrency", "4"]
+        args += ["--run-id", "r", "--max-samples", str(GATE), "--max-concurrency", str(CONCURRENCY)]
         # In this process, which the forks then inherit warm: imports, schemas, the SDK's first-call set-up.
         monkeypatch.setenv("HARNESS_CACHE_DIR", str(whole_cache))
         assert main(["run", *args, "--output", str(tmp_path / "whole")]) == 0
@@ -253,7 +261,11 @@ def test_kill_9_twenty_times_then_resume_gives_the_uninterrupted_records(
     dumps = sorted((reference.path / "memory").glob("*.jsonl"))
     assert len(dumps) == len(samples)
     assert all((killed.path / "memory" / dump.name).read_text() == dump.read_text() for dump in dumps)
-    assert calls_cached(killed_cache) == calls  # no request the uninterrupted run did not make
+    # No request the uninterrupted run did not make. A kill loses the cache entries of its event loop's last turn
+    # (they are committed at the next, `harness.llm.cache`): their questions, if recorded, are not asked again.
+    lost = keys_cached(whole_cache) - keys_cached(killed_cache)
+    assert keys_cached(killed_cache) <= keys_cached(whole_cache)
+    assert len(lost) <= KILLS * CONCURRENCY, f"{len(lost)} cache entries lost to {KILLS} kills"
     assert sum(n for phase, n in kills.phases.items() if "ingestion" in phase) >= min_ingestion_kills
     assert kills.calls[-1] >= calls // 2, "the kills did not reach the second half of the run"
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.llm.base import Completion, GenerateConfig, Message
+from harness.llm.prefix_memo import SEPARATOR, PrefixMemo
 from harness.paths import cache_root
 
 _SCHEMA = """
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS calls_v2 (
 CREATE TABLE IF NOT EXISTS blocks (hash TEXT PRIMARY KEY, text TEXT NOT NULL);
 """
 _COLUMNS = "text, prompt_tokens, completion_tokens, finish_reason"
-BLOCK_SEPARATOR = "\n\n"
+BLOCK_SEPARATOR = SEPARATOR
 FLUSH_EVERY = 256
 """Pending entries that are committed at once, without waiting for the loop's next turn."""
 
@@ -81,37 +82,21 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _PrefixBlocks:
-    """The blocks of the last `size` content prefixes hashed (a content's part before its last block), by length:
-    every full-context prompt of a history is that history plus a question, so the history is split and hashed
-    once instead of per question, and a 100 KB prompt costs a comparison with the prefix of the same length
-    (a tenth of splitting and hashing it; a dict keyed by the prefix text would hash it, half the cost)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._known: dict[int, tuple[str, list[tuple[str, str]]]] = {}
-        self._lock = threading.Lock()
-
-    def blocks_of(self, content: str) -> list[tuple[str, str]]:
-        """The content's blocks as (sha256, text), in order."""
-        cut = content.rfind(BLOCK_SEPARATOR)
-        if cut < 0:
-            return [(_sha256(content), content)]
-        last = content[cut + len(BLOCK_SEPARATOR) :]
-        with self._lock:
-            known = self._known.get(cut)
-        if known is None or not content.startswith(known[0]):
-            prefix = content[:cut]
-            known = (prefix, [(_sha256(block), block) for block in prefix.split(BLOCK_SEPARATOR)])
-            with self._lock:
-                self._known.pop(cut, None)
-                self._known[cut] = known
-                if len(self._known) > self.size:
-                    del self._known[next(iter(self._known))]
-        return [*known[1], (_sha256(last), last)]
+def _hashed_blocks(text: str) -> list[tuple[str, str]]:
+    return [(_sha256(block), block) for block in text.split(BLOCK_SEPARATOR)]
 
 
-_prefix_blocks = _PrefixBlocks(size=64)
+_prefix_blocks = PrefixMemo(_hashed_blocks)
+"""A history shared by the prompts of its questions is split and hashed once, not per question."""
+
+
+def blocks_of(content: str) -> list[tuple[str, str]]:
+    """The content's blocks as (sha256, text), in order."""
+    split = _prefix_blocks.split(content)
+    if split is None:
+        return [(_sha256(content), content)]
+    prefix_blocks, last = split
+    return [*prefix_blocks, (_sha256(last), last)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,7 +110,7 @@ def request_document(identity: dict[str, str | None], messages: list[Message], c
     shown: list[dict[str, object]] = []
     for message in messages:
         hashes = []
-        for digest, block in _prefix_blocks.blocks_of(message["content"]):
+        for digest, block in blocks_of(message["content"]):
             blocks[digest] = block
             hashes.append(digest)
         shown.append({"role": message["role"], "blocks": hashes})
@@ -143,8 +128,9 @@ class CallCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a killed run keeps every entry (only a
-        # power cut can lose the last ones, which are then recomputed). FULL stalled the event loop ~3 ms per put.
+        # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a killed run keeps every committed entry
+        # (only a power cut can lose the last ones, which are then recomputed). FULL stalled the event loop ~3 ms
+        # per put.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._has_v1 = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'calls'").fetchone() is not None

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from harness.llm import GenerateConfig, LLMError, Message, TransientLLMError
 from harness.llm.build import build_backend
-from harness.llm.providers.openai_compat import OpenAIBackend
+from harness.llm.providers.openai_compat import OpenAIBackend, request_body
 from harness.llm.structured import JSONSchema
 from harness.loopback import LoopbackServer
 
@@ -282,6 +282,24 @@ async def test_a_lone_surrogate_in_a_message_is_sent_escaped(server: ScriptedSer
     assert (await backend.generate(broken, SHORT)).text == "Paris"
     await backend.aclose()
     assert server.seen[0].body["messages"] == broken
+
+
+HISTORY = "\n\n".join(f'[S{n}]\nA: "turn {n}" é \u2028 \x01 \U0001f642 \\' for n in range(5))
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        pytest.param([f"{HISTORY}\n\nQuestion: Where?", f"{HISTORY}\n\nQuestion: When?"], id="remembered-prefix"),
+        pytest.param([f"{HISTORY}\n\nQ?", f"{HISTORY.replace('turn 0', 'turn 9')}\n\nQ?"], id="same-length-prefix"),
+        pytest.param(["no blank line", "\n\n", "a\n\n", "\n\nb", "\n\n\n\n"], id="edges"),
+    ],
+)
+def test_a_request_body_is_the_json_of_the_request(contents: list[str]) -> None:
+    options = {"temperature": 0.0, "stop": ["\n"], "max_tokens": 8}
+    for content in contents:
+        messages: list[Message] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+        assert json.loads(request_body("m", messages, options)) == {"model": "m", "messages": messages, **options}
 
 
 def test_a_proxy_it_would_not_use_is_named_in_a_warning(

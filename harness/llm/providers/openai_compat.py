@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from harness.llm.base import BackendInfo, Completion, GenerateConfig, LLMError, Message, TransientLLMError
+from harness.llm.prefix_memo import SEPARATOR, PrefixMemo
 from harness.llm.providers.http1 import HTTPClient, ProtocolError, Response
 from harness.llm.retry import parse_retry_after
 
@@ -149,12 +150,10 @@ class OpenAIBackend:
         return self._completion(response.body)
 
     async def _post(self, messages: list[Message], options: dict[str, Any]) -> Response:
-        request = {"model": self.info.model, "messages": messages, **options}
         try:
-            # orjson encodes a 100 KB prompt in ~0.06 ms of CPU, json in ~0.3: a third of the backend's cost.
-            body = orjson.dumps(request)
+            body = request_body(self.info.model, messages, options)
         except orjson.JSONEncodeError:  # text json escapes and orjson refuses (a lone surrogate from bad data)
-            body = json.dumps(request).encode()
+            body = json.dumps({"model": self.info.model, "messages": messages, **options}).encode()
         try:
             return await self._client.post_json("/chat/completions", body)
         except TimeoutError as error:
@@ -195,6 +194,33 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _encoded(text: str) -> bytes:
+    return orjson.dumps(text)
+
+
+_encoded_prefixes = PrefixMemo(_encoded)
+
+
+def _encoded_content(content: str) -> bytes:
+    """The JSON string of a message's content, its long prefix encoded once (JSON escapes character by
+    character, so the encoding of prefix + rest is the two encodings joined without the quotes between)."""
+    split = _encoded_prefixes.split(content)
+    if split is None:
+        return orjson.dumps(content)
+    prefix, rest = split
+    return b"".join((prefix[:-1], orjson.dumps(SEPARATOR + rest)[1:]))
+
+
+def request_body(model: str, messages: list[Message], options: dict[str, Any]) -> bytes:
+    """The chat-completions request as JSON bytes, messages last. orjson encodes a 100 KB prompt in ~0.07 ms of
+    CPU (json: ~0.3), and a prefix remembered by `_encoded_content` in ~0.01."""
+    head = orjson.dumps({"model": model, **options})
+    encoded = [
+        b'{"role":' + orjson.dumps(m["role"]) + b',"content":' + _encoded_content(m["content"]) + b"}" for m in messages
+    ]
+    return b"".join((head[:-1], b',"messages":[', b",".join(encoded), b"]}"))
 
 
 def _rejects_format(response: Response) -> bool:
