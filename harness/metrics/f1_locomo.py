@@ -18,14 +18,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from functools import cache, lru_cache
-from typing import TYPE_CHECKING
 
 from harness.metrics.base import MetricContext, TextMetric
+from harness.stemming import load_porter, porter_stem
 from harness.types import Question
-
-if TYPE_CHECKING:
-    from nltk.stem.porter import PorterStemmer
 
 _PUNCTUATION = frozenset(string.punctuation)
 # LoCoMo drops "and" along with the articles.
@@ -42,21 +38,8 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-@cache
-def _stemmer() -> PorterStemmer:
-    # Imported on first use: nltk's package import pulls in scipy, a second of every command's start-up.
-    from nltk.stem.porter import PorterStemmer
-
-    return PorterStemmer()
-
-
-@lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    return _stemmer().stem(word)
-
-
 def stemmed_tokens(text: str) -> list[str]:
-    return [_stem(w) for w in normalize_answer(text).split()]
+    return [porter_stem(w) for w in normalize_answer(text).split()]
 
 
 def token_f1(prediction: str, gold: str) -> float:
@@ -118,5 +101,5 @@ def f1_locomo_score(answer: str, question: Question) -> float:
 def f1_locomo(context: MetricContext) -> TextMetric:
     """Registered as `f1_locomo`. Imports the stemmer now, as a run sets up: on the first score it would stall
     the event loop, and every call in flight, for the second nltk takes to import."""
-    _stemmer()
+    load_porter()
     return TextMetric("f1_locomo", f1_locomo_score)

@@ -9,9 +9,11 @@ the first search after an addition (cheap next to embedding: milliseconds for a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from harness.stemming import porter_stem
 
 if TYPE_CHECKING:
     import bm25s
@@ -31,22 +33,15 @@ def _bm25s() -> ModuleType:
     return bm25s
 
 
-def _porter() -> Callable[[list[str]], list[str]]:
-    from nltk.stem.porter import PorterStemmer
-
-    stemmer = PorterStemmer()
-
-    def stem_words(words: list[str]) -> list[str]:  # bm25s hands over each distinct word once per call
-        return [stemmer.stem(w) for w in words]
-
-    return stem_words
+def _stem_words(words: list[str]) -> list[str]:  # bm25s hands over each distinct word once per call
+    return [porter_stem(w) for w in words]
 
 
 class BM25Index:
     """Okapi BM25 top-k (bm25s defaults: Lucene variant, k1=1.5, b=0.75) over chunks added over time."""
 
     def __init__(self, stemming: bool = True) -> None:
-        self._stem = _porter() if stemming else None
+        self._stem = _stem_words if stemming else None
         self._keys: list[str] = []
         self._tokens: list[list[str]] = []
         self._retriever: bm25s.BM25 | None = None
