@@ -1,4 +1,4 @@
-"""`python -m harness`: run, ls, describe, show, score, compare, report, regress.
+"""`python -m harness`: run, ls, describe, show, score, compare, report, leaderboard, regress.
 
 Examples:
     python -m harness run --task locomo --system full-context --split test --limit 20
@@ -10,6 +10,7 @@ Examples:
     python -m harness score --task locomo --predictions zep_locomo_grades.json --system-name zep
     python -m harness compare RUN_A RUN_B --format md
     python -m harness report RUN_A RUN_B --format html --output report.html
+    python -m harness leaderboard results/locomo --metric f1_locomo --format md
     python -m harness regress --baseline results/baselines/NAME --candidate RUN_DIR
 """
 
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_score_parser(commands)
     _add_compare_parsers(commands)
+    _add_leaderboard_parser(commands)
     return parser
 
 
@@ -255,6 +257,17 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
         "p < --alpha): for a training run that must help",
     )
     regress.add_argument("--format", choices=formats, default="console")
+
+
+def _add_leaderboard_parser(commands: argparse._SubParsersAction) -> None:
+    leaderboard = commands.add_parser(
+        "leaderboard",
+        help="rank many runs (finished or partial): overall and per question type, mean [95%% interval] (n)",
+    )
+    leaderboard.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders holding them")
+    leaderboard.add_argument("--metric", help="default: llm_judge when every run has it, else the first shared metric")
+    leaderboard.add_argument("--format", choices=["console", "md", "csv", "latex", "html"], default="console")
+    leaderboard.add_argument("--output", help="write the table to this file instead of printing it")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -396,7 +409,7 @@ def _show_table(table: ReportTable, fmt: str, output: str | None) -> None:
         console = make_console()
         console.print(to_rich(table))
         for note in table.notes:
-            console.print(note, highlight=False)
+            console.print(note, highlight=False, markup=False)
         return
     from harness.export import render
 
@@ -415,9 +428,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.export import render
-    from harness.reporting import chart, html_report, load_runs, score_report_table, usage_report_table
+    from harness.reporting import chart, html_report, read_results, score_report_table, usage_report_table
 
-    results = load_runs(args.run_dirs)
+    results = read_results(args.run_dirs)
     if args.chart:
         print(f"wrote {chart(results, args.metric, Path(args.chart))}", file=sys.stderr)
     if args.format == "html":
@@ -431,6 +444,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = "md" if args.format == "console" else args.format
     separator = "\n" if fmt == "csv" else "\n\n"
     _emit(separator.join(render(table, fmt) for table in tables), args.output)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    try:
+        from harness.leaderboard import leaderboard_table
+    except ImportError as error:  # pandas missing: the message says which extra to install
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _show_table(leaderboard_table(args.dirs, args.metric), args.format, args.output)
     return 0
 
 
@@ -459,6 +482,7 @@ COMMANDS = {
     "score": cmd_score,
     "compare": cmd_compare,
     "report": cmd_report,
+    "leaderboard": cmd_leaderboard,
     "regress": cmd_regress,
 }
 

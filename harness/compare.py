@@ -147,7 +147,7 @@ def compare_runs(
     """Compare two or more runs on the questions they share; the first run is the reference."""
     if len(paths) < 2:
         raise ValueError(f"a comparison needs at least two run directories; got {len(paths)}")
-    runs = load_runs(paths)
+    runs = read_compared_runs(paths)
     metric = choose_metric(runs, metric)
     shared = _shared_scores(runs, metric)
     if not shared:
@@ -223,7 +223,7 @@ def regress(
     `allow_missing`. `expect_better` adds a one-sided paired permutation test of candidate > baseline on all
     shared questions, which must give p < alpha.
     """
-    runs = load_runs([baseline, candidate])
+    runs = read_compared_runs([baseline, candidate])
     metric = choose_metric(runs, metric)
     base, cand = runs
     shared = _shared_scores(runs, metric)
@@ -307,7 +307,7 @@ def regression_table(r: RegressionReport) -> ReportTable:
     return table
 
 
-def load_runs(paths: Sequence[Path]) -> list[ComparedRun]:
+def read_compared_runs(paths: Sequence[Path]) -> list[ComparedRun]:
     """Read each run directory, labelled as in reports (`harness.reporting.run_labels`)."""
     results = [RunDir(path).read_result() for path in paths]
     return [

@@ -41,7 +41,8 @@ def dollars(cost: float, unpriced_calls: int) -> str:
     return (">=" if unpriced_calls else "") + f"{cost:.4f}"
 
 
-def load_runs(run_dirs: Sequence[Path]) -> list[RunResult]:
+def read_results(run_dirs: Sequence[Path]) -> list[RunResult]:
+    """Each directory's `run.json` (for the DataFrame of their records: `harness.results.load_runs`)."""
     return [RunDir(Path(run_dir)).read_result() for run_dir in run_dirs]
 
 
@@ -152,7 +153,7 @@ def _question_types(results: Sequence[RunResult]) -> list[str]:
 
 def _score_notes(results: Sequence[RunResult], metrics: list[str]) -> list[str]:
     labels = run_labels(results)
-    notes = [*_task_notes(results), *_label_notes(results), *(_metric_note(m, results) for m in metrics)]
+    notes = [*task_notes(results), *label_notes(results), *(metric_note(m, results) for m in metrics)]
     seeds = ", ".join(str(s) for s in dict.fromkeys(r.spec.seed for r in results))
     notes.append(
         f"scores x100 as mean [low, high]: percentile 95% bootstrap intervals of the mean (seed {seeds}); "
@@ -162,7 +163,7 @@ def _score_notes(results: Sequence[RunResult], metrics: list[str]) -> list[str]:
         notes.append("n: questions of the type with a record; means are over the scored ones only")
     else:
         notes.append("(n=…): questions scored, the mean's denominator; unscored ones are left out, never counted as 0")
-        notes += [f"{label}: {_run_description(r)}" for label, r in zip(labels, results, strict=True)]
+        notes += [f"{label}: {run_description(r)}" for label, r in zip(labels, results, strict=True)]
     repeats = [c.repeats for r in results for m in metrics for c in _cells(r, m) if c.sd_repeats is not None]
     if repeats:
         notes.append(f"±sd: standard deviation of the cell mean across the {max(repeats)} judge repeats")
@@ -179,7 +180,7 @@ def _unverified_file(result: RunResult) -> bool:
     return not data.checksum_verified and data.origin != "built-in"
 
 
-def _task_notes(results: Sequence[RunResult]) -> list[str]:
+def task_notes(results: Sequence[RunResult]) -> list[str]:
     def describe(r: RunResult) -> str:
         options = ", ".join(f"{k}={v}" for k, v in r.spec.task_options.items())
         limit = "" if r.spec.limit is None else f" · limit {r.spec.limit} (seed {r.spec.seed})"
@@ -192,16 +193,16 @@ def _task_notes(results: Sequence[RunResult]) -> list[str]:
     return described
 
 
-def _label_notes(results: Sequence[RunResult]) -> list[str]:
+def label_notes(results: Sequence[RunResult]) -> list[str]:
     conventions = list(dict.fromkeys(r.spec.label_convention for r in results if r.spec.label_convention))
     described = {r.spec.label_convention: r.spec.label_description for r in results}
     notes = [described.get(c) or f"question types: {c} labels" for c in conventions]
     if len(conventions) > 1:
-        notes.append("the runs name question types differently: rows of the same name hold different questions")
+        notes.append("the runs name question types differently: types of the same name hold different questions")
     return notes
 
 
-def _metric_note(metric: str, results: Sequence[RunResult]) -> str:
+def metric_note(metric: str, results: Sequence[RunResult]) -> str:
     descriptions = {entry.name: entry.description for entry in METRICS.entries()}
     text = f"{metric}: {descriptions.get(metric.partition('@')[0]) or 'no description registered'}"
     judges = dict.fromkeys(r.spec.roles["judge"].spec for r in results if "judge" in r.spec.roles)
@@ -210,7 +211,7 @@ def _metric_note(metric: str, results: Sequence[RunResult]) -> str:
     return text
 
 
-def _run_description(result: RunResult) -> str:
+def run_description(result: RunResult) -> str:
     roles = ", ".join(f"{role}={info.spec}" for role, info in result.spec.roles.items())
     options = "".join(f" {k}={v}" for k, v in result.spec.system_options.items())
     config = f" (config {result.spec.config_hash[:8]})" if result.spec.config_hash else ""

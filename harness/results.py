@@ -11,11 +11,11 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -25,6 +25,9 @@ from harness.llm.structured import StructuredOutputs
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
 from harness.types import JSONScalar, MemoryItem, Prediction, Question, ScoreDetail, StageUsage, Usage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -413,6 +416,14 @@ class RunDir:
         folder.mkdir(exist_ok=True)
         safe = sample_id.replace("/", "_")
         (folder / f"{safe}.jsonl").write_text("".join(i.model_dump_json() + "\n" for i in items), encoding="utf-8")
+
+
+def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
+    """Runs (run directories, or folders holding them) as a pandas DataFrame, a row per question and metric:
+    `harness.frames.load_runs`, where the columns are described. pandas is imported on the first call only."""
+    from harness.frames import load_runs as frame_of_runs
+
+    return frame_of_runs(paths)
 
 
 def _read_jsonl(path: Path, model: type[M]) -> list[M]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from harness.llm import Message, Model, TransientLLMError
 from harness.llm.providers.llamacpp import smollm2_gguf_path
 from harness.llm.providers.mock import MockBackend
 from harness.plugins import TASKS
-from harness.results import QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
+from harness.results import SAMPLES_FILE, QuestionRecord, RoleInfo, RunDir, RunResult, RunSpec
 from harness.runner import RunConfig
 from harness.task import DataFileInfo, DataOptions
 from harness.types import Question
@@ -125,3 +126,40 @@ def every_line_a_fact(messages: list[Message]) -> str | None:
         facts = json.loads(user.split("New facts:\n", 1)[1].split("\n\n", 1)[0])
         return json.dumps({"memory": [{"event": "ADD", "id": "new", "text": fact} for fact in facts]})
     return None
+
+
+def gold_judge(unreadable: set[str] = frozenset()):
+    """A judge responder for the Mem0 prompt (whose worked example comes before the real question): CORRECT when
+    the generated answer is the gold one, else WRONG, and a reply that is no verdict (not JSON: the mock, which
+    checks a reply against the call's schema, fails the call) for questions in `unreadable`."""
+
+    def respond(messages: list[Message]) -> str:
+        prompt = messages[-1]["content"]
+        question, gold, generated = (
+            prompt.rsplit(f"\n{field}: ", 1)[1].split("\n", 1)[0]
+            for field in ("Question", "Gold answer", "Generated answer")
+        )
+        if question in unreadable:
+            return "hmm, hard to say"
+        return '{"label": "CORRECT"}' if generated == gold else '{"label": "WRONG"}'
+
+    return respond
+
+
+def as_killed(run_dir: Path, keep: Callable[[QuestionRecord], bool]) -> Path:
+    """Leave a finished run directory as `kill -9` leaves one mid-run: run.json as the run wrote it on starting
+    (status running, no counts or aggregates), the records `keep` selects, then a torn last line."""
+    directory = RunDir(run_dir)
+    result = directory.read_result()
+    started = RunResult(
+        run_id=result.run_id,
+        status="running",
+        created_at=result.created_at,
+        spec=result.spec,
+        planned_questions=result.planned_questions,
+    )
+    directory.write_result(started)
+    directory.rewrite_questions([r for r in directory.read_questions() if keep(r)])
+    with (run_dir / SAMPLES_FILE).open("a", encoding="utf-8") as samples:
+        samples.write('{"sample_id": "toy-2", "question_id": "toy-2/q')
+    return run_dir

@@ -14,7 +14,7 @@ from harness.reporting import (
     chart,
     format_cell,
     html_report,
-    load_runs,
+    read_results,
     run_labels,
     score_figure,
     score_report_table,
@@ -154,7 +154,7 @@ def test_notes_name_the_label_convention_metrics_intervals_and_unverified_data()
 
 def test_runs_with_different_label_conventions_are_flagged():
     notes = score_report_table([make_run("a"), make_run("b", labels="mem0")]).notes
-    assert "the runs name question types differently: rows of the same name hold different questions" in notes
+    assert "the runs name question types differently: types of the same name hold different questions" in notes
     assert any("not over the same questions" in note for note in notes)
 
 
@@ -242,7 +242,7 @@ async def test_report_of_real_toy_runs_read_from_their_directories(tmp_path):
         model = Model(MockBackend(responder=answer), spec="mock", max_retries=1, backoff_s=0)
         settings = {"system": "full-context", "run_id": run_id, "roles": {"model": "mock"}, "metrics": ["exact_match"]}
         await run(RunConfig(task="toy", output_dir=tmp_path, **settings), models={"model": model})
-    runs = load_runs([tmp_path / "toy" / "full-context" / r for r in ("r1", "r2")])
+    runs = read_results([tmp_path / "toy" / "full-context" / r for r in ("r1", "r2")])
     table = score_report_table(runs)
 
     assert table.columns == ["question type", "r1", "r2"]
