@@ -1,4 +1,4 @@
-"""`python -m harness`: run, ls, describe, show, score, compare, report, leaderboard, regress.
+"""`python -m harness`: run, ls, describe, show, score, compare, report, leaderboard, regress, calibrate-judge.
 
 Examples:
     python -m harness run --task locomo --system full-context --split test --limit 20
@@ -12,6 +12,7 @@ Examples:
     python -m harness report RUN_A RUN_B --format html --output report.html
     python -m harness leaderboard results/locomo --metric f1_locomo --format md
     python -m harness regress --baseline results/baselines/NAME --candidate RUN_DIR
+    python -m harness calibrate-judge --task locomo --judge openai:gpt-4o-mini --limit 100
 """
 
 from __future__ import annotations
@@ -163,7 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(commands)
     _add_compare_parsers(commands)
     _add_leaderboard_parser(commands)
+    _add_calibrate_parser(commands)
     return parser
+
+
+def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
+    calibrate = commands.add_parser(
+        "calibrate-judge",
+        help="false-acceptance and false-rejection rates of a judge on answers known right or wrong",
+    )
+    calibrate.add_argument("--task", required=True, help="task whose questions make the labelled set")
+    _add_data_args(calibrate)
+    calibrate.add_argument("--judge", required=True, metavar="SPEC", help="the judge LLM, e.g. openai:gpt-4o-mini")
+    calibrate.add_argument("--limit", type=_at_least(1), help="a seeded, type-stratified subset of N questions")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the subset and the wrong answers (default 0)")
+    calibrate.add_argument("--no-cache", action="store_true", help="do not read or write the LLM call cache")
+    calibrate.add_argument("--max-concurrency", type=_at_least(1), default=8, help="judge calls in flight (default 8)")
+    calibrate.add_argument("--format", choices=["console", "md", "csv", "latex", "html"], default="console")
+    calibrate.add_argument("--output", help="write the table to this file instead of printing it")
+    calibrate.add_argument("--json", metavar="FILE", help="also write the report, every verdict included, as JSON")
 
 
 def _add_judge_args(parser: argparse.ArgumentParser) -> None:
@@ -457,6 +476,30 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_judge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from harness.calibration import calibrate_judge, calibration_table
+
+    report = asyncio.run(
+        calibrate_judge(
+            args.task,
+            args.judge,
+            _data_options(args),
+            _task_options(args),
+            seed=args.seed,
+            limit=args.limit,
+            use_cache=not args.no_cache,
+            max_concurrency=args.max_concurrency,
+        )
+    )
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    _show_table(calibration_table(report), args.format, args.output)
+    return 0
+
+
 def cmd_regress(args: argparse.Namespace) -> int:
     from harness.compare import regress, regression_table
 
@@ -483,6 +526,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "report": cmd_report,
     "leaderboard": cmd_leaderboard,
+    "calibrate-judge": cmd_calibrate_judge,
     "regress": cmd_regress,
 }
 

@@ -5,6 +5,8 @@ Every function takes an explicit `seed`, so a report printed twice gives the sam
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -61,6 +63,22 @@ class Agreement:
     """The labels seen, in order of first appearance: the rows and columns of `confusion`."""
     confusion: tuple[tuple[int, ...], ...]
     """confusion[i][j]: items rater a labelled labels[i] and rater b labelled labels[j]."""
+
+
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval:
+    """Wilson's score interval of a proportion: unlike a bootstrap of 0/1 values it does not collapse to a point
+    at 0 or n successes, where judge error rates often sit on small samples."""
+    if n <= 0:
+        raise ValueError(f"a proportion needs n >= 1, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within 0..{n}, got {successes}")
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(low, high)
 
 
 def bootstrap_mean_ci(

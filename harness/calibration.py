@@ -1,0 +1,308 @@
+"""`harness calibrate-judge`: how often a judge accepts known-wrong answers and rejects known-right ones.
+
+A judge's score is only as good as its verdicts. The labelled set is built from the task's data alone, so any
+judge can be calibrated on any task without human labels:
+
+- known right: the gold answer itself (`gold`), and the gold answer in a sentence (`reworded`: "The answer is:
+  <gold>."), which every judge prompt should accept;
+- known wrong: the gold answer of another question of the same type in the same history whose gold differs
+  after normalization (`other-gold`: on topic, plausible, wrong), and LoCoMo's `adversarial_answer` where a
+  question with a gold answer carries one (`adversarial`).
+
+Each prompt (the task's own judge prompt, `llm_judge`, and the strict one, `llm_judge_strict`, side by side)
+grades every labelled answer once. Reported per question type and overall: the false-acceptance rate (wrong
+answers labelled correct) and the false-rejection rate (right answers labelled wrong), each with n and a 95 %
+Wilson interval; unreadable verdicts are counted apart, not as either. The set is a seeded, type-stratified
+sample of questions (`--limit`), so the same seed gives the same set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+from harness.llm import LLMCallFailed
+from harness.metrics.base import Metric, MetricContext
+from harness.metrics.f1_locomo import normalize_answer
+from harness.selection import stratified_subset
+from harness.stats import Interval, wilson_interval
+from harness.tables import ReportTable
+from harness.task import DataOptions
+from harness.types import Prediction, Question, Sample, Score
+
+Kind = Literal["gold", "reworded", "other-gold", "adversarial"]
+RIGHT_KINDS: tuple[Kind, ...] = ("gold", "reworded")
+CALIBRATED_PROMPTS = ("llm_judge", "llm_judge_strict")
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class LabelledAnswer:
+    question: Question
+    answer: str
+    kind: Kind
+
+    @property
+    def correct(self) -> bool:
+        return self.kind in RIGHT_KINDS
+
+
+def reworded(gold: str) -> str:
+    """The gold answer in a sentence: the same fact, in words a judge must still accept."""
+    return f"The answer is: {gold.strip().rstrip('.')}."
+
+
+def labelled_set(samples: Sequence[Sample], seed: int = 0, limit: int | None = None) -> list[LabelledAnswer]:
+    """The labelled answers of the questions that have a gold answer (a seeded, type-stratified `limit` of
+    them), in data order: each question's right answers, then its wrong ones."""
+    answerable = [
+        sample.model_copy(update={"questions": tuple(q for q in sample.questions if q.answers)}) for sample in samples
+    ]
+    answerable = [s for s in answerable if s.questions]
+    chosen = stratified_subset(answerable, limit, seed) if limit is not None else answerable
+    rng = random.Random(seed)
+    labelled: list[LabelledAnswer] = []
+    for sample, full in zip(chosen, _matching(answerable, chosen), strict=True):
+        for question in sample.questions:
+            gold = question.answers[0]
+            labelled += [LabelledAnswer(question, gold, "gold"), LabelledAnswer(question, reworded(gold), "reworded")]
+            others = [
+                q.answers[0]
+                for q in full.questions
+                if q.question_type == question.question_type
+                and q.question_id != question.question_id
+                and normalize_answer(q.answers[0]) not in {normalize_answer(a) for a in question.answers}
+            ]
+            if others:
+                labelled.append(LabelledAnswer(question, rng.choice(others), "other-gold"))
+            adversarial = question.metadata.get("adversarial_answer")
+            if isinstance(adversarial, str) and adversarial.strip():
+                labelled.append(LabelledAnswer(question, adversarial, "adversarial"))
+    return labelled
+
+
+def _matching(all_samples: Sequence[Sample], chosen: Sequence[Sample]) -> list[Sample]:
+    """The whole sample behind each chosen one: wrong answers are drawn from every question of the history."""
+    by_id = {s.sample_id: s for s in all_samples}
+    return [by_id[s.sample_id] for s in chosen]
+
+
+class Rate(BaseModel):
+    """Errors among the labelled answers of one kind (right or wrong) that got a readable verdict."""
+
+    errors: int
+    n: int
+    """Answers with a readable verdict."""
+    unjudged: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        return self.errors / self.n if self.n else None
+
+
+class PromptCalibration(BaseModel):
+    """One judge prompt's false-acceptance and false-rejection rates, overall and per question type."""
+
+    false_acceptance: dict[str, Rate]
+    false_rejection: dict[str, Rate]
+
+
+class CalibrationReport(BaseModel):
+    task: str
+    judge: str
+    seed: int
+    limit: int | None
+    answers: int
+    answers_by_kind: dict[str, int]
+    prompts: dict[str, PromptCalibration]
+    verdicts: list[dict[str, object]] = []
+    """Every graded answer: question id, type, kind, prompt, verdict (1, 0 or None) and the judge's label."""
+
+
+@dataclass
+class _Tally:
+    errors: dict[str, int] = field(default_factory=dict)
+    judged: dict[str, int] = field(default_factory=dict)
+    unjudged: dict[str, int] = field(default_factory=dict)
+
+    def add(self, group: str, error: bool | None) -> None:
+        for key in (group, OVERALL):
+            if error is None:
+                self.unjudged[key] = self.unjudged.get(key, 0) + 1
+            else:
+                self.judged[key] = self.judged.get(key, 0) + 1
+                self.errors[key] = self.errors.get(key, 0) + int(error)
+
+    def rates(self, order: Sequence[str]) -> dict[str, Rate]:
+        groups = [g for g in [*order, OVERALL] if g in self.judged or g in self.unjudged]
+        rates = {}
+        for group in groups:
+            errors, n = self.errors.get(group, 0), self.judged.get(group, 0)
+            interval: Interval | None = wilson_interval(errors, n) if n else None
+            rates[group] = Rate(
+                errors=errors,
+                n=n,
+                unjudged=self.unjudged.get(group, 0),
+                low=interval.low if interval else None,
+                high=interval.high if interval else None,
+            )
+        return rates
+
+
+async def calibrate(
+    labelled: Sequence[LabelledAnswer],
+    metrics: dict[str, Metric],
+    *,
+    task: str,
+    judge: str,
+    seed: int,
+    limit: int | None,
+    type_order: Sequence[str] = (),
+) -> CalibrationReport:
+    """Grade every labelled answer with each metric (judge prompt) and tally its errors."""
+    verdicts: list[dict[str, object]] = []
+    prompts: dict[str, PromptCalibration] = {}
+    order = [t for t in type_order if any(a.question.question_type == t for a in labelled)]
+    order += sorted({a.question.question_type for a in labelled} - set(order))
+    for name, metric in metrics.items():
+        scores = await asyncio.gather(*(_graded(metric, item) for item in labelled))
+        accepted, rejected = _Tally(), _Tally()
+        for item, score in zip(labelled, scores, strict=True):
+            value = score.value
+            verdict = None if value is None else value >= 0.5
+            if item.correct:
+                rejected.add(item.question.question_type, None if verdict is None else not verdict)
+            else:
+                accepted.add(item.question.question_type, verdict)
+            verdicts.append(
+                {
+                    "question_id": item.question.question_id,
+                    "question_type": item.question.question_type,
+                    "kind": item.kind,
+                    "answer": item.answer,
+                    "prompt": name,
+                    "verdict": value,
+                    "label": score.details.get("label"),
+                }
+            )
+        prompts[name] = PromptCalibration(false_acceptance=accepted.rates(order), false_rejection=rejected.rates(order))
+    kinds: dict[str, int] = {}
+    for item in labelled:
+        kinds[item.kind] = kinds.get(item.kind, 0) + 1
+    return CalibrationReport(
+        task=task,
+        judge=judge,
+        seed=seed,
+        limit=limit,
+        answers=len(labelled),
+        answers_by_kind=kinds,
+        prompts=prompts,
+        verdicts=verdicts,
+    )
+
+
+async def calibrate_judge(
+    task_name: str,
+    judge_spec: str,
+    data: DataOptions,
+    task_options: dict[str, str],
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    use_cache: bool = True,
+    max_concurrency: int = 8,
+) -> CalibrationReport:
+    """Load the task, build the judge and calibrate the task's judge prompt and the strict one."""
+    from harness.llm.build import build_model
+    from harness.llm.cache import CallCache, default_cache_path
+    from harness.plugins import TASKS
+
+    task = TASKS.get(task_name).load(data, **task_options)
+    cache = CallCache(default_cache_path()) if use_cache else None
+    judge = build_model(judge_spec, cache=cache, max_concurrency=max_concurrency)
+    try:
+        context = MetricContext(judges={"judge": judge}, judge_style=task.judge_style)
+        return await calibrate(
+            labelled_set(task.samples, seed, limit),
+            judge_metrics(context),
+            task=task_name,
+            judge=judge_spec,
+            seed=seed,
+            limit=limit,
+            type_order=task.question_types,
+        )
+    finally:
+        await judge.aclose()
+
+
+def calibration_table(report: CalibrationReport) -> ReportTable:
+    """Per question type: each prompt's false-acceptance and false-rejection rates, x100, with intervals."""
+    columns = ["question type"]
+    for name in report.prompts:
+        columns += [f"{name} false accept", f"{name} false reject"]
+    table = ReportTable(f"judge calibration: {report.judge} on {report.task}", columns)
+    first = next(iter(report.prompts.values()), None)
+    groups = list(first.false_acceptance) if first else []
+    groups += [g for g in (first.false_rejection if first else {}) if g not in groups]
+    groups = [g for g in groups if g != OVERALL] + [OVERALL]
+    for group in groups:
+        cells = [group]
+        for calibration in report.prompts.values():
+            cells += [
+                _rate_cell(calibration.false_acceptance.get(group)),
+                _rate_cell(calibration.false_rejection.get(group)),
+            ]
+        table.add_row(*cells, emphasized=group == OVERALL)
+    kinds = ", ".join(f"{kind} {n}" for kind, n in report.answers_by_kind.items())
+    table.notes += [
+        f"{report.answers} labelled answers ({kinds}); seed {report.seed}"
+        + (f", {report.limit} questions" if report.limit else ", every question with a gold answer"),
+        "false accept: known-wrong answers (another question's gold, adversarial answers) labelled correct; "
+        "false reject: known-right answers (the gold, reworded) labelled wrong; x100 [95% Wilson interval] "
+        "(n judged; unreadable verdicts counted apart)",
+    ]
+    return table
+
+
+def _rate_cell(rate: Rate | None) -> str:
+    if rate is None or rate.rate is None:
+        return "-" if rate is None or not rate.unjudged else f"- ({rate.unjudged} unjudged)"
+    text = f"{100 * rate.rate:.1f}"
+    if rate.low is not None and rate.high is not None:
+        text += f" [{100 * rate.low:.1f}, {100 * rate.high:.1f}]"
+    text += f" (n={rate.n}"
+    return text + (f", {rate.unjudged} unjudged)" if rate.unjudged else ")")
+
+
+async def _graded(metric: Metric, item: LabelledAnswer) -> Score:
+    """The metric's score of the labelled answer; a judge call that fails after its retries is no verdict."""
+    try:
+        return await metric.score(item.question, Prediction(question_id=item.question.question_id, answer=item.answer))
+    except LLMCallFailed as error:
+        return Score(None, {"unjudged": True, "error": str(error)})
+
+
+def judge_metrics(context: MetricContext) -> dict[str, Metric]:
+    """The task's own judge prompt and the strict one, on the context's `judge` role."""
+    from harness.scoring import build_metric
+
+    return {name: build_metric(name, context) for name in CALIBRATED_PROMPTS}
+
+
+__all__ = [
+    "CalibrationReport",
+    "LabelledAnswer",
+    "calibrate",
+    "calibrate_judge",
+    "calibration_table",
+    "judge_metrics",
+    "labelled_set",
+    "reworded",
+]
