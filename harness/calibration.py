@@ -6,7 +6,8 @@ judge can be calibrated on any task without human labels:
 - known right: the gold answer itself (`gold`), and the gold answer in a sentence (`reworded`: "The answer is:
   <gold>."), which every judge prompt should accept;
 - known wrong: the gold answer of another question of the same type in the same history whose gold differs
-  after normalization (`other-gold`: on topic, plausible, wrong), and LoCoMo's `adversarial_answer` where a
+  after normalization (`other-gold`: on topic, plausible, wrong; where the history has no such question, as in
+  LongMemEval's one question per history, another history's), and LoCoMo's `adversarial_answer` where a
   question with a gold answer carries one (`adversarial`).
 
 Each prompt (the task's own judge prompt, `llm_judge`, and the strict one, `llm_judge_strict`, side by side)
@@ -65,18 +66,26 @@ def labelled_set(samples: Sequence[Sample], seed: int = 0, limit: int | None = N
     ]
     answerable = [s for s in answerable if s.questions]
     chosen = stratified_subset(answerable, limit, seed) if limit is not None else answerable
+    by_type: dict[str, list[Question]] = {}
+    for sample in answerable:
+        for question in sample.questions:
+            by_type.setdefault(question.question_type, []).append(question)
     rng = random.Random(seed)
     labelled: list[LabelledAnswer] = []
     for sample, full in zip(chosen, _matching(answerable, chosen), strict=True):
+        own = {q.question_id for q in full.questions}
         for question in sample.questions:
             gold = question.answers[0]
             labelled += [LabelledAnswer(question, gold, "gold"), LabelledAnswer(question, reworded(gold), "reworded")]
+            golds = {normalize_answer(a) for a in question.answers}
             others = [
                 q.answers[0]
                 for q in full.questions
-                if q.question_type == question.question_type
-                and q.question_id != question.question_id
-                and normalize_answer(q.answers[0]) not in {normalize_answer(a) for a in question.answers}
+                if q.question_type == question.question_type and normalize_answer(q.answers[0]) not in golds
+            ] or [  # one question per history (LongMemEval): another history's question of the type
+                q.answers[0]
+                for q in by_type[question.question_type]
+                if q.question_id not in own and normalize_answer(q.answers[0]) not in golds
             ]
             if others:
                 labelled.append(LabelledAnswer(question, rng.choice(others), "other-gold"))
