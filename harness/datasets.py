@@ -1,16 +1,24 @@
 """Finding, fetching and checking a task's data file, and the errors task loaders raise.
 
-`resolve_data_file` looks in this order and takes the first hit:
+A task names its official file as a `RemoteFile` (a plain URL: LoCoMo's raw GitHub file) or a `HubFile` (a
+file of a Hugging Face hub repository at a pinned commit: LongMemEval, MSC). `resolve_data_file` looks in
+this order and takes the first hit:
 
 1. `--data-file` (`DataOptions.data_file`): exactly that path, taken as is (a subset or a local copy is
    allowed, so no checksum is checked; its sha256 is still recorded).
 2. `--data-dir` or `$HARNESS_DATA_DIR`: the official file name, directly inside or one level down in the
    task's folder (`<data_dir>/locomo/locomo10.json`, the layout of `../shared/data`). Checked against the
    pinned sha256.
-3. The download cache (`--cache-dir`, else `$HARNESS_CACHE_DIR/data`, else `~/.cache/memory-harness/data`),
-   laid out as `<cache>/<task>/<revision>/<file>` so two pinned revisions never overwrite each other.
-4. A download from the official URL (streamed to a temporary file, checked, then renamed into the cache),
-   unless `HARNESS_OFFLINE` or `HF_HUB_OFFLINE` is set.
+3. A cached copy. A `RemoteFile` in the harness's download cache (`--cache-dir`, else
+   `$HARNESS_CACHE_DIR/data`, else `~/.cache/memory-harness/data`), laid out as
+   `<cache>/<task>/<revision>/<file>` so two pinned revisions never overwrite each other. A `HubFile` in the
+   user's Hugging Face cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`; `DataOptions.cache_dir` replaces it),
+   which every tool using the hub shares. Checked against the pinned sha256.
+4. A download, unless `HARNESS_OFFLINE` or `HF_HUB_OFFLINE` is set. A `RemoteFile` over httpx, streamed to a
+   temporary file, checked, then renamed into the cache. A `HubFile` by `huggingface_hub.hf_hub_download`,
+   so the hub's own settings apply: the token (`$HF_TOKEN` or `hf auth login`; never logged), a mirror
+   (`$HF_ENDPOINT`), proxies, its progress bars. Either way a download whose sha256 differs from the pinned
+   one is deleted, not kept.
 
 A file whose checksum is not pinned is used with a warning; its sha256 is recorded so a run still says
 which bytes it read.
@@ -40,6 +48,7 @@ _PROGRESS_MIN_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 T = TypeVar("T")
+Origin = Literal["data-dir", "cache", "hf-cache", "download"]
 
 
 class DataFileError(RuntimeError):
@@ -54,23 +63,58 @@ class DataFormatError(InputError):
     """A data file does not have the shape its loader expects."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """An official data file: where it comes from and what its bytes must hash to."""
+@dataclass(frozen=True, kw_only=True)
+class DataFile:
+    """What every official data file has, wherever it is downloaded from."""
 
     filename: str
-    """The official file name, looked for in data folders and used in the cache."""
-    url: str
+    """The official file name, looked for in data folders (and its path in a hub repository)."""
     revision: str
-    """The upstream commit the URL pins (or a branch name where no commit could be pinned)."""
+    """The upstream commit that pins the file (or a branch name where no commit could be pinned)."""
     sha256: str | None = None
     """None when no checksum is pinned: the file is then used unchecked, with a warning."""
-    size: int | None = None
     subdir: str | None = None
-    """The task's folder name under a data folder and in the cache (e.g. `locomo`)."""
+    """The task's folder name under a data folder and in the harness cache (e.g. `locomo`)."""
 
 
-def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, DataFileInfo]:
+@dataclass(frozen=True, kw_only=True)
+class RemoteFile(DataFile):
+    """A file at a plain URL, downloaded over httpx into the harness's own cache."""
+
+    url: str
+    size: int | None = None
+    """The expected size in bytes, for the progress bar when the server sends no length."""
+
+    @property
+    def source(self) -> str:
+        return self.url
+
+    @property
+    def fetch_hint(self) -> str:
+        return f"Fetch it from {self.url} and put it in one of those places (or pass --data-dir / --data-file)."
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubFile(DataFile):
+    """A file of a Hugging Face hub repository, downloaded by huggingface_hub into the user's HF cache."""
+
+    repo_id: str
+    repo_type: Literal["dataset", "model"] = "dataset"
+
+    @property
+    def source(self) -> str:
+        return f"the Hugging Face {self.repo_type} {self.repo_id} at revision {self.revision}"
+
+    @property
+    def fetch_hint(self) -> str:
+        return (
+            f"Fetch it into that cache while online with `hf download {self.repo_id} {self.filename} --repo-type "
+            f"{self.repo_type} --revision {self.revision}`, or put it in a data folder (--data-dir) or pass "
+            "--data-file."
+        )
+
+
+def resolve_data_file(remote: RemoteFile | HubFile, options: DataOptions) -> tuple[Path, DataFileInfo]:
     """Find (or fetch) `remote` as described in the module docstring; return its path and provenance."""
     if options.data_file:
         path = Path(options.data_file).expanduser()
@@ -79,7 +123,7 @@ def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, D
         info = DataFileInfo(path=str(path), origin="data-file", sha256=file_sha256(path), checksum_verified=False)
         return path, info
 
-    looked: list[Path] = []
+    looked: list[str] = []
     data_dir = options.data_dir or os.environ.get("HARNESS_DATA_DIR")
     if data_dir:
         root = Path(data_dir).expanduser()
@@ -87,25 +131,19 @@ def resolve_data_file(remote: RemoteFile, options: DataOptions) -> tuple[Path, D
         if remote.subdir:
             candidates.append(root / remote.subdir / remote.filename)
         for candidate in candidates:
-            looked.append(candidate)
+            looked.append(str(candidate))
             if candidate.is_file():
                 return candidate, _checked(candidate, remote, "data-dir")
+    else:
+        looked.append("(no data folder: none was given by --data-dir or $HARNESS_DATA_DIR)")
 
+    if isinstance(remote, HubFile):
+        return _from_hub(remote, options, looked)
     cached = cache_path(remote, options)
-    looked.append(cached)
+    looked.append(str(cached))
     if cached.is_file():
         return cached, _checked(cached, remote, "cache")
-
-    offline = [name for name in OFFLINE_ENV_VARS if _truthy(os.environ.get(name))]
-    if offline:
-        places = "\n  ".join(str(p) for p in looked)
-        if not data_dir:
-            places += "\n  (no data folder: none was given by --data-dir or $HARNESS_DATA_DIR)"
-        raise DataFileError(
-            f"{remote.filename} is not available and {offline[0]} is set, so it will not be downloaded.\n"
-            f"Looked for it in:\n  {places}\n"
-            f"Fetch it from {remote.url} and put it in one of those places (or pass --data-dir / --data-file)."
-        )
+    _refuse_if_offline(remote, looked)
     digest = download(remote, cached)
     return cached, _info(cached, remote, "download", digest)
 
@@ -149,7 +187,7 @@ def download(remote: RemoteFile, target: Path) -> str:
         tmp.unlink(missing_ok=True)
         raise
     digest = hasher.hexdigest()
-    if remote.sha256 and digest != remote.sha256.lower():
+    if _differs(remote, digest):
         tmp.unlink(missing_ok=True)
         raise ChecksumError(
             f"Checksum mismatch for {remote.filename} downloaded from {remote.url}: expected sha256 "
@@ -160,6 +198,95 @@ def download(remote: RemoteFile, target: Path) -> str:
     return digest
 
 
+def _from_hub(remote: HubFile, options: DataOptions, looked: list[str]) -> tuple[Path, DataFileInfo]:
+    """The HF cache's copy of `remote`, else a download into that cache (see the module docstring)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache_dir = Path(options.cache_dir).expanduser() if options.cache_dir else Path(constants.HF_HUB_CACHE)
+    try:
+        path = _hub_download(remote, cache_dir, local_files_only=True)
+    except LocalEntryNotFoundError:
+        looked.append(f"the Hugging Face cache ({cache_dir})")
+    else:
+        return path, _checked(path, remote, "hf-cache")
+
+    _refuse_if_offline(remote, looked)
+    logger.info("Downloading %s from %s (hub endpoint %s)", remote.filename, remote.source, constants.ENDPOINT)
+    try:
+        path = _hub_download(remote, cache_dir, local_files_only=False)
+    except Exception as exc:  # huggingface_hub raises OSErrors and its HTTP client's own (non-OSError) errors
+        raise _hub_error(remote, exc, cache_dir) from exc
+    digest = file_sha256(path)
+    if _differs(remote, digest):
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)  # `path` itself where the cache holds copies instead of symlinks
+        raise ChecksumError(
+            f"Checksum mismatch for {remote.filename} downloaded from {remote.source} (hub endpoint "
+            f"{constants.ENDPOINT}): expected sha256 {remote.sha256}, got {digest}. The upstream file or the "
+            "mirror may have changed; nothing was kept. To use a copy you trust anyway, pass --data-file <path> "
+            "(it is then used unchecked)."
+        )
+    return path, _info(path, remote, "download", digest)
+
+
+def _hub_download(remote: HubFile, cache_dir: Path, *, local_files_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        hf_hub_download(
+            remote.repo_id,
+            remote.filename,
+            repo_type=remote.repo_type,
+            revision=remote.revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+    )
+
+
+def _hub_error(remote: HubFile, exc: Exception, cache_dir: Path) -> DataFileError:
+    """huggingface_hub's error as one line: which file of which repository and revision, and what to do."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    hub = constants.ENDPOINT
+    login = "your login (`hf auth login` or HF_TOKEN)"
+    yourself = "fetch the file yourself and pass --data-dir (the folder holding it) or --data-file"
+    advice = f"To run without the hub: {yourself}"
+    if isinstance(exc, GatedRepoError):
+        page = f"{hub}/{'datasets/' if remote.repo_type == 'dataset' else ''}{remote.repo_id}"
+        problem = f"{remote.repo_id} is gated"
+        advice = f"Accept its terms at {page} with your account and check {login}, or {yourself}"
+    elif isinstance(exc, RepositoryNotFoundError):
+        problem = f"the hub at {hub} has no {remote.repo_type} {remote.repo_id} that your token can read"
+        advice = f"Check HF_ENDPOINT if you use a mirror and {login} if it is private, or {yourself}"
+    elif isinstance(exc, RevisionNotFoundError):
+        problem = f"the hub at {hub} has no revision {remote.revision} of {remote.repo_id}"
+        advice = f"A mirror may lack it, or it was removed upstream. {advice}"
+    elif isinstance(exc, LocalEntryNotFoundError):
+        cause = f" ({_one_line(exc.__cause__)})" if exc.__cause__ else ""
+        problem = f"the hub at {hub} could not be reached{cause} and the file is not in the HF cache ({cache_dir})"
+        advice = f"Check the network, the proxy or HF_ENDPOINT, or {yourself}"
+    elif isinstance(exc, EntryNotFoundError):
+        problem = f"revision {remote.revision} of {remote.repo_id} has no file {remote.filename}"
+    elif isinstance(exc, HfHubHTTPError):
+        problem = f"the hub at {hub} answered {_one_line(exc)}"
+        advice = f"Check {login} and try again later, or {yourself}"
+    else:
+        problem = f"{type(exc).__name__}: {_one_line(exc)}"
+        advice = f"Check the network and the proxy, or {yourself}"
+    return DataFileError(f"Could not download {remote.filename} of {remote.source}: {problem}. {advice}.")
+
+
 def file_sha256(path: Path) -> str:
     hasher = hashlib.sha256()
     with path.open("rb") as f:
@@ -168,27 +295,46 @@ def file_sha256(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _checked(path: Path, remote: RemoteFile, origin: Literal["data-dir", "cache"]) -> DataFileInfo:
+def _refuse_if_offline(remote: RemoteFile | HubFile, looked: list[str]) -> None:
+    variable = next((name for name in OFFLINE_ENV_VARS if _truthy(os.environ.get(name))), None)
+    if variable:
+        places = "\n  ".join(looked)
+        raise DataFileError(
+            f"{remote.filename} ({remote.source}) is not available and {variable} is set, so it will not be "
+            f"downloaded.\nLooked for it in:\n  {places}\n{remote.fetch_hint}"
+        )
+
+
+def _differs(remote: DataFile, digest: str) -> bool:
+    return remote.sha256 is not None and digest != remote.sha256.lower()
+
+
+def _checked(
+    path: Path, remote: RemoteFile | HubFile, origin: Literal["data-dir", "cache", "hf-cache"]
+) -> DataFileInfo:
     digest = file_sha256(path)
-    if remote.sha256 and digest != remote.sha256.lower():
+    if _differs(remote, digest):
+        # Deleting a hub cache entry's link alone is not enough: huggingface_hub would re-link the same blob.
+        also = f" and the blob it links to ({path.resolve()})" if origin == "hf-cache" else ""
+        fix = f"delete it{also} and re-download it from {remote.source} (the harness does this itself when absent)"
         raise ChecksumError(
             f"Checksum mismatch for {path}: expected sha256 {remote.sha256} (the {remote.filename} of revision "
-            f"{remote.revision}), got {digest}. To fix: delete it and re-download it from {remote.url} "
-            f"(the harness does this itself when the file is absent), or pass --data-file {path} to use it "
-            "unchecked."
+            f"{remote.revision}), got {digest}. To fix: {fix}, or pass --data-file {path} to use it unchecked."
         )
     return _info(path, remote, origin, digest)
 
 
-def _info(
-    path: Path, remote: RemoteFile, origin: Literal["data-dir", "cache", "download"], digest: str
-) -> DataFileInfo:
+def _info(path: Path, remote: DataFile, origin: Origin, digest: str) -> DataFileInfo:
     verified = remote.sha256 is not None
     if not verified:
         logger.warning("No sha256 is pinned for %s; using %s unchecked (sha256 %s).", remote.filename, path, digest)
     # A data-dir file that no checksum ties to the pinned revision could be any release.
     revision = remote.revision if verified or origin != "data-dir" else None
     return DataFileInfo(path=str(path), origin=origin, sha256=digest, checksum_verified=verified, revision=revision)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _truthy(value: str | None) -> bool:

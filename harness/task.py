@@ -15,7 +15,8 @@ class DataFileInfo(BaseModel):
     """Where a task's data came from, recorded in the run spec."""
 
     path: str
-    origin: Literal["data-file", "data-dir", "cache", "download", "built-in"]
+    origin: Literal["data-file", "data-dir", "cache", "hf-cache", "download", "built-in"]
+    """`cache`: the harness's download cache; `hf-cache`: the user's Hugging Face cache (see `harness.datasets`)."""
     sha256: str | None = None
     checksum_verified: bool = False
     """False for `--data-file` (a subset or local copy is taken as is) and for files with no pinned checksum."""

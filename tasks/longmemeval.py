@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import Record, RemoteFile, json_list_records, resolve_data_file
+from harness.datasets import HubFile, Record, json_list_records, resolve_data_file
 from harness.inputs import parse_options
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
@@ -38,17 +38,14 @@ REPO = "xiaowu0162/longmemeval-cleaned"
 REVISION = "98d7416c24c778c2fee6e6f3006e7a073259d48f"
 
 
-def _remote(filename: str, sha256: str | None = None, size: int | None = None) -> RemoteFile:
-    url = f"https://huggingface.co/datasets/{REPO}/resolve/{REVISION}/{filename}"
-    return RemoteFile(filename=filename, url=url, revision=REVISION, sha256=sha256, size=size, subdir="longmemeval")
+def _hub_file(filename: str, sha256: str | None = None) -> HubFile:
+    return HubFile(repo_id=REPO, filename=filename, revision=REVISION, sha256=sha256, subdir="longmemeval")
 
 
-REMOTES: dict[str, RemoteFile] = {
-    "oracle": _remote("longmemeval_oracle.json"),
-    "s": _remote(
-        "longmemeval_s_cleaned.json", "d6f21ea9d60a0d56f34a05b609c79c88a451d2ae03597821ea3d5a9678c3a442", 277_383_467
-    ),
-    "m": _remote("longmemeval_m_cleaned.json"),
+REMOTES: dict[str, HubFile] = {
+    "oracle": _hub_file("longmemeval_oracle.json"),
+    "s": _hub_file("longmemeval_s_cleaned.json", "d6f21ea9d60a0d56f34a05b609c79c88a451d2ae03597821ea3d5a9678c3a442"),
+    "m": _hub_file("longmemeval_m_cleaned.json"),
 }
 
 QUESTION_TYPES = [

@@ -30,15 +30,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.datasets import DataFormatError, Record, RemoteFile, resolve_data_file
+from harness.datasets import DataFormatError, HubFile, Record, resolve_data_file
 from harness.inputs import parse_options, read_text
 from harness.task import DataOptions, TaskData
 from harness.types import Conversation, Question, Sample, Session, Turn
 
+REPO = "MemGPT/MSC-Self-Instruct"
 REVISION = "5138f416f8fa76b75b2e080da87e8a8e346e1500"
-REMOTE = RemoteFile(
+REMOTE = HubFile(
+    repo_id=REPO,
     filename="msc_self_instruct.jsonl",
-    url=f"https://huggingface.co/datasets/MemGPT/MSC-Self-Instruct/resolve/{REVISION}/msc_self_instruct.jsonl",
     revision=REVISION,
     sha256="d3dbea36848b41dc46c0f1548d0ebf74eeaf6390d6f3fe9318e8480dc984495e",
     subdir="msc",

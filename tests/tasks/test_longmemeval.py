@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, serving_fake_hub
 
 from harness.datasets import DataFormatError
 from harness.inputs import OptionError
 from harness.task import DataOptions, TaskData
-from tasks.longmemeval import REMOTES, TASK, parse_date
+from tasks.longmemeval import REMOTES, REPO, REVISION, TASK, parse_date
 
 SAMPLE = "longmemeval/longmemeval_oracle_sample_2q.json"
+SAMPLE_SHA256 = "8a977cc188314da6e74a49c76b4539006296ea7f28da95005e9d294624e8316b"  # ../shared/data's README
 REQUIRED_DATA = [SAMPLE]
 
 
@@ -95,7 +99,9 @@ def test_format_errors_name_question_and_field(shared_data_dir: Path, tmp_path: 
 def test_variants_and_options() -> None:
     assert REMOTES["s"].sha256 == "d6f21ea9d60a0d56f34a05b609c79c88a451d2ae03597821ea3d5a9678c3a442"
     assert REMOTES["m"].filename == "longmemeval_m_cleaned.json"
-    assert "/resolve/98d7416c24c778c2fee6e6f3006e7a073259d48f/" in REMOTES["oracle"].url
+    oracle = REMOTES["oracle"]
+    assert (oracle.repo_id, oracle.repo_type) == ("xiaowu0162/longmemeval-cleaned", "dataset")
+    assert {r.revision for r in REMOTES.values()} == {"98d7416c24c778c2fee6e6f3006e7a073259d48f"}
     with pytest.raises(OptionError, match="variant"):
         TASK.load(DataOptions(data_file="unused.json"), variant="xl")
 
@@ -103,3 +109,34 @@ def test_variants_and_options() -> None:
 def test_parse_date() -> None:
     assert parse_date("2023/05/20 (Sat) 02:21") is not None
     assert parse_date("20 May 2023") is None
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    with serving_fake_hub(monkeypatch) as fake:
+        yield fake
+
+
+def test_load_downloads_from_the_hub_then_reads_the_hf_cache(
+    hub: FakeHub,
+    shared_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The real fragment served as the oracle file of the pinned revision, fetched by the real hub client."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)  # the fragment's folder must not be found first
+    hub.add(REPO, REVISION, "longmemeval_oracle.json", (shared_data_dir / SAMPLE).read_bytes())
+    options = DataOptions(cache_dir=str(tmp_path / "hf"))
+    with caplog.at_level(logging.WARNING, logger="harness.datasets"):
+        data = TASK.load(options)
+    assert [s.sample_id for s in data.samples] == ["6a1eabeb", "gpt4_70e84552_abs"]
+    assert (data.data.origin, data.data.sha256, data.data.revision) == ("download", SAMPLE_SHA256, REVISION)
+    assert not data.data.checksum_verified and "No sha256 is pinned" in caplog.text  # none is pinned for oracle
+    assert data.data.path.endswith(
+        f"datasets--xiaowu0162--longmemeval-cleaned/snapshots/{REVISION}/longmemeval_oracle.json"
+    )
+
+    hub.files.clear()
+    again = TASK.load(options)
+    assert (again.data.origin, again.data.path, again.data.sha256) == ("hf-cache", data.data.path, SAMPLE_SHA256)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, serving_fake_hub
 
-from harness.datasets import DataFormatError
+from harness.datasets import ChecksumError, DataFormatError
 from harness.inputs import OptionError
 from harness.task import DataOptions, TaskData
-from tasks.msc import REMOTE, TASK
+from tasks.msc import REMOTE, REPO, REVISION, TASK
 
 
 def row(initial_id: str, question: str, answer: str, **extra: object) -> dict[str, object]:
@@ -103,7 +106,27 @@ def test_malformed_line_names_file_line_and_field(tmp_path: Path) -> None:
 
 
 def test_remote_and_options() -> None:
-    assert REMOTE.revision == "5138f416f8fa76b75b2e080da87e8a8e346e1500"
-    assert REMOTE.url.endswith(f"/resolve/{REMOTE.revision}/msc_self_instruct.jsonl")
+    assert (REMOTE.repo_id, REMOTE.repo_type) == ("MemGPT/MSC-Self-Instruct", "dataset")
+    assert (REMOTE.revision, REMOTE.filename) == ("5138f416f8fa76b75b2e080da87e8a8e346e1500", "msc_self_instruct.jsonl")
     with pytest.raises(OptionError, match="include_current_dialog"):
         TASK.load(DataOptions(data_file="unused.jsonl"), split="test")
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    with serving_fake_hub(monkeypatch) as fake:
+        yield fake
+
+
+def test_load_rejects_a_hub_file_that_is_not_the_pinned_one(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A well-formed file that is not the pinned release (here: one written by the test) is refused, not parsed."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    impostor = (json.dumps(row("a", "Where did I hike?", "Yosemite")) + "\n").encode()
+    hub.add(REPO, REVISION, "msc_self_instruct.jsonl", impostor)
+    with pytest.raises(ChecksumError) as err:
+        TASK.load(DataOptions(cache_dir=str(tmp_path / "hf")))
+    message = str(err.value)
+    assert "msc_self_instruct.jsonl" in message and REPO in message and REVISION in message
+    assert REMOTE.sha256 is not None and REMOTE.sha256 in message and hashlib.sha256(impostor).hexdigest() in message
