@@ -447,7 +447,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.export import render
-    from harness.reporting import chart, html_report, read_results, score_report_table, usage_report_table
+    from harness.reporting import (
+        abstention_report_table,
+        chart,
+        html_report,
+        read_results,
+        score_report_table,
+        usage_report_table,
+    )
 
     results = read_results(args.run_dirs)
     if args.chart:
@@ -455,7 +462,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "html":
         _emit(html_report(results, args.metric), args.output)
         return 0
-    tables = [score_report_table(results, args.metric), *(usage_report_table(r) for r in results if r.usage)]
+    abstention = abstention_report_table(results)
+    tables = [
+        score_report_table(results, args.metric),
+        *([] if abstention is None else [abstention]),
+        *(usage_report_table(r) for r in results if r.usage),
+    ]
     if args.format == "console" and not args.output:
         for table in tables:
             _show_table(table, "console", None)

@@ -168,7 +168,10 @@ def compare_runs(
         shared=list(shared),
         dropped={run.label: [i for i in _scored_ids(run, metric) if i not in shared] for run in runs},
         groups=groups,
-        warnings=[f"{run.label} vs {reference.label}: {w}" for run in runs[1:] for w in _mismatches(reference, run)],
+        warnings=[
+            *_gold_evidence_warnings(runs),
+            *(f"{run.label} vs {reference.label}: {w}" for run in runs[1:] for w in _mismatches(reference, run)),
+        ],
         test=test,
         resamples=resamples,
         seed=seed,
@@ -390,6 +393,17 @@ def _not_better_reason(gain: PairedTest, alpha: float) -> str:
     if gain.min_p >= alpha:
         reason += f"; too few answers changed for any p below {alpha:g}"
     return reason
+
+
+def _gold_evidence_warnings(runs: Sequence[ComparedRun]) -> list[str]:
+    """A warning when runs that read the gold evidence (`RunSpec.reads_gold_evidence`) sit beside real systems."""
+    oracles = [run.label for run in runs if run.result.spec.reads_gold_evidence]
+    if not oracles or len(oracles) == len(runs):
+        return []
+    return [
+        f"{', '.join(oracles)}: reads the gold evidence by design, a ceiling for its answer model, not a memory "
+        "system to rank beside the others"
+    ]
 
 
 def _mismatches(a: ComparedRun, b: ComparedRun) -> list[str]:

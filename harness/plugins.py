@@ -34,6 +34,12 @@ SYSTEMS.register("mem0-lib", "systems.mem0_lib:Mem0LibSystem", "the mem0ai libra
 SYSTEMS.register("rag", "systems.rag:RagSystem", "retrieval over the raw history: dense, BM25 or hybrid")
 SYSTEMS.register("mem0", "systems.mem0:Mem0System", "Mem0-style fact extraction + ADD/UPDATE/DELETE/NOOP memory")
 SYSTEMS.register("memr1", "systems.memr1.system:MemR1System", "Memory-R1: Memory Manager + distilling Answer Agent")
+SYSTEMS.register("no-memory", "systems.no_memory:NoMemorySystem", "the floor: the answer prompt with no history at all")
+SYSTEMS.register(
+    "oracle-evidence",
+    "systems.oracle_evidence:OracleEvidenceSystem",
+    "the ceiling: the gold evidence turns/sessions as context (reads gold evidence, not a memory system)",
+)
 
 BACKENDS.register(
     "llamacpp", "harness.llm.providers.llamacpp:LlamaCppBackend", "embedded CPU model (llama-cpp-python), default"

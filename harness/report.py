@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from harness.reporting import dollars, score_report_table, usage_report_table
+from harness.reporting import (
+    abstention_report_table,
+    dollars,
+    gold_evidence_notes,
+    score_report_table,
+    usage_report_table,
+)
 from harness.results import RunResult
 from harness.tables import make_console, to_rich
 
@@ -59,8 +65,14 @@ def print_run(result: RunResult, run_dir: str, console: Console | None = None) -
         )
     if not result.spec.data.checksum_verified:
         notes.append(f"data file {result.spec.data.path} used without checksum verification")
+    notes += gold_evidence_notes([result])
     for note in notes:
         console.print(note)
+    abstention = abstention_report_table([result])
+    if abstention is not None:
+        console.print(to_rich(abstention))
+        for note in abstention.notes:
+            console.print(note, highlight=False, markup=False)
     if result.usage:
         console.print(to_rich(usage_report_table(result)))
     console.print(f"status: {result.status} · run directory: {run_dir}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.export import to_html
+from harness.metrics.abstention import EXTRA_PHRASES, AbstentionSummary
 from harness.metrics.aggregate import Cell
 from harness.plugins import METRICS
 from harness.results import RunDir, RunResult, UsageSummary
@@ -32,6 +33,12 @@ INSTALL_REPORT_EXTRA = 'pip install "memory-harness[report]"'
 
 
 OVERALL = "overall"
+GOLD_EVIDENCE_MARK = " (gold)"
+"""Appended to the label of a run whose system reads the gold evidence (`RunSpec.reads_gold_evidence`)."""
+GOLD_EVIDENCE_NOTE = (
+    "(gold): the system reads each question's gold evidence, a reference ceiling for its answer model, "
+    "not a memory system"
+)
 
 
 def dollars(cost: float, unpriced_calls: int) -> str:
@@ -63,7 +70,7 @@ def run_labels(results: Sequence[RunResult]) -> list[str]:
     only where it is needed to tell runs apart; unique (a repeated label gets ` #2`, ` #3`)."""
     parts = [(r.spec.system, _model_spec(r), r.run_id) for r in results]
     if len(results) == 1:
-        return [" · ".join(p for p in parts[0] if p)]
+        return _marked(results, [" · ".join(p for p in parts[0] if p)])
     varying = [i for i in (0, 1) if len({p[i] for p in parts}) > 1]
     short = [" · ".join(p[i] for i in varying) for p in parts]
     if not varying or len(set(short)) < len(short):
@@ -73,7 +80,14 @@ def run_labels(results: Sequence[RunResult]) -> list[str]:
     for label in short:
         seen[label] = seen.get(label, 0) + 1
         labels.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
-    return labels
+    return _marked(results, labels)
+
+
+def _marked(results: Sequence[RunResult], labels: list[str]) -> list[str]:
+    return [
+        label + (GOLD_EVIDENCE_MARK if r.spec.reads_gold_evidence else "")
+        for r, label in zip(results, labels, strict=True)
+    ]
 
 
 def _model_spec(result: RunResult) -> str:
@@ -169,6 +183,7 @@ def _score_notes(results: Sequence[RunResult], metrics: list[str]) -> list[str]:
         notes.append(f"±sd: standard deviation of the cell mean across the {max(repeats)} judge repeats")
     notes += _unscored_notes(results, metrics, labels)
     notes += _run_state_notes(results, labels)
+    notes += gold_evidence_notes(results)
     unverified = dict.fromkeys(r.spec.data.path for r in results if _unverified_file(r))
     notes += [f"data file {path} used without checksum verification" for path in unverified]
     return notes
@@ -243,6 +258,46 @@ def _run_state_notes(results: Sequence[RunResult], labels: list[str]) -> list[st
         elif result.status != "finished":
             notes.append(f"{label}: run status {result.status}")
     return notes
+
+
+def gold_evidence_notes(results: Sequence[RunResult]) -> list[str]:
+    return [GOLD_EVIDENCE_NOTE] if any(r.spec.reads_gold_evidence for r in results) else []
+
+
+def abstention_report_table(results: Sequence[RunResult]) -> ReportTable | None:
+    """Abstention rates x100 (`harness.metrics.abstention`), a column per run, apart from the score table; None
+    when no run holds an unanswerable question."""
+    summaries = [r.abstention for r in results]
+    if all(s is None for s in summaries):
+        return None
+    judges = list(dict.fromkeys(j for s in summaries if s is not None for j in s.by_judge))
+    per_run = [_abstention_cells(s, judges) for s in summaries]
+    tasks = " / ".join(dict.fromkeys(r.spec.task for r in results))
+    table = ReportTable(title=f"{tasks} · abstention x100", columns=["rate", *run_labels(results)])
+    for name in per_run[0]:
+        table.add_row(name, *(format_cell(cells[name], with_n=True) for cells in per_run))
+    table.notes = [
+        "apart from the headline: the score table counts these questions under their own types",
+        "recall and hallucination: over the unanswerable questions (LoCoMo adversarial, LongMemEval abstention); "
+        "false abstention: over the answerable ones",
+        "rule: the answer contains 'not mentioned' or 'no information available' (LoCoMo's category-5 rule), or as "
+        "whole words one of: " + ", ".join(f"'{p}'" for p in EXTRA_PHRASES),
+        "judge rows: the judge's verdicts on unanswerable questions it graded with an abstention prompt",
+        "(n=…): questions; mean [low, high]: percentile 95% bootstrap interval",
+    ]
+    return table
+
+
+def _abstention_cells(summary: AbstentionSummary | None, judges: Sequence[str]) -> dict[str, Cell | None]:
+    """One run's cells by row name; None where the run lacks the rate (no summary, or not graded by that judge)."""
+    sources = {"rule": summary.rule if summary else None}
+    sources |= {judge: summary.by_judge.get(judge) if summary else None for judge in judges}
+    cells: dict[str, Cell | None] = {}
+    for source, rates in sources.items():
+        cells[f"abstention recall · {source}"] = rates.recall if rates else None
+        cells[f"hallucination · {source}"] = rates.hallucination if rates else None
+    cells["false abstention · rule"] = summary.false_abstention if summary else None
+    return cells
 
 
 def usage_report_table(result: RunResult) -> ReportTable:
@@ -345,11 +400,13 @@ def chart(results: Sequence[RunResult], metric: str | None, path: Path) -> Path:
 def html_report(results: Sequence[RunResult], metric: str | None = None) -> str:
     """A complete HTML page: the score table, the chart (an embedded PNG) and each run's usage table."""
     scores = score_report_table(results, metric)
+    abstention = abstention_report_table(results)
     image = base64.b64encode(_png(score_figure(results, metric))).decode("ascii")
     title = html.escape(scores.title)
     body = [
         f"<h1>{title}</h1>",
         to_html(scores),
+        *([] if abstention is None else [to_html(abstention)]),
         f'<img alt="{title}: bar chart" src="data:image/png;base64,{image}">',
         *(to_html(usage_report_table(r)) for r in results),
     ]

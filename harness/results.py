@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from harness.inputs import InputError, read_text, validation_problems
 from harness.llm.spec import parse_spec
 from harness.llm.structured import StructuredOutputs
+from harness.metrics.abstention import AbstentionSummary
 from harness.metrics.aggregate import MetricAggregate
 from harness.task import DataFileInfo, DataOptions
 from harness.types import JSONScalar, MemoryItem, Prediction, Question, ScoreDetail, StageUsage, Usage
@@ -83,6 +84,9 @@ class RunSpec(BaseModel):
     """Embedding model spec (used only by systems that retrieve)."""
     prompts: dict[str, str] = Field(default_factory=dict)
     """Fingerprints (sha256 prefixes) of the system's prompts, by name (`harness.system.prompt_fingerprints`)."""
+    reads_gold_evidence: bool = False
+    """The system was handed each question's gold evidence (a reference ceiling such as `oracle-evidence`, not a
+    memory system): marked in every table, warned about in `compare`. Not in the config hash: the system decides it."""
     metrics: list[str]
     judge_style: str = "mem0"
     """Which benchmark's judge prompts `llm_judge` used (the task's)."""
@@ -292,6 +296,9 @@ class RunResult(BaseModel):
     efficiency: Efficiency | None = None
     judge_agreement: list[JudgeAgreement] = Field(default_factory=list)
     """Per pair of judge metrics (several judges, or ours vs a published run's own grades)."""
+    abstention: AbstentionSummary | None = None
+    """Abstention recall, hallucination and false abstention rates, apart from the headline scores; None when the
+    run holds no unanswerable question (`harness.metrics.abstention`)."""
     error: str | None = None
 
 

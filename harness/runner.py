@@ -27,6 +27,7 @@ from harness.llm import Model
 from harness.llm.build import build_model
 from harness.llm.cache import CallCache, default_cache_path
 from harness.llm.spec import DEFAULT_MODEL_SPEC
+from harness.metrics.abstention import abstention_summary
 from harness.metrics.aggregate import aggregate
 from harness.metrics.base import Metric, MetricContext
 from harness.plugins import SYSTEMS, TASKS
@@ -64,6 +65,7 @@ from harness.system import (
     check_system_options,
     ingest_history,
     prompt_fingerprints,
+    reads_gold_evidence,
 )
 from harness.task import DataOptions, TaskData
 from harness.types import MemoryItem, Question, Sample, StageUsage, merge_usage
@@ -210,7 +212,15 @@ def _prepare(config: RunConfig, models: dict[str, Model] | None, resume: bool) -
         judge_temperature=config.judge_temperature,
     )
     metrics = [build_metric(name, context) for name in metric_names]
-    spec = build_spec(config, task_data, models, metric_names, prompt_fingerprints(SYSTEMS.get(config.system)))
+    factory = SYSTEMS.get(config.system)
+    spec = build_spec(
+        config,
+        task_data,
+        models,
+        metric_names,
+        prompt_fingerprints(factory),
+        reads_gold_evidence=reads_gold_evidence(factory),
+    )
     run_id = config.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{spec.config_hash[:6]}"
     run_dir = RunDir(config.output_dir / config.task / config.system / run_id)
     if resume:
@@ -247,7 +257,13 @@ def role_info(model: Model) -> RoleInfo:
 
 
 def build_spec(
-    config: RunConfig, task: TaskData, models: dict[str, Model], metric_names: list[str], prompts: dict[str, str]
+    config: RunConfig,
+    task: TaskData,
+    models: dict[str, Model],
+    metric_names: list[str],
+    prompts: dict[str, str],
+    *,
+    reads_gold_evidence: bool = False,
 ) -> RunSpec:
     """The run spec of `config` on a loaded task, with its config hash."""
     spec = RunSpec(
@@ -263,6 +279,7 @@ def build_spec(
         roles={role: role_info(model) for role, model in models.items()},
         embedder=config.embedder,
         prompts=prompts,
+        reads_gold_evidence=reads_gold_evidence,
         metrics=metric_names,
         judge_style=task.judge_style,
         judge_repeats=config.judge_repeats,
@@ -378,7 +395,7 @@ async def _run_sample(
 async def _answer_and_score(state: _Run, system: MemorySystem, sample: Sample, question: Question) -> QuestionRecord:
     started = time.perf_counter()
     try:
-        prediction = await system.answer(question.to_query())
+        prediction = await system.answer(question.to_query(with_evidence=state.result.spec.reads_gold_evidence))
     except Exception as error:  # a system bug or an exhausted LLM call: recorded, the run goes on
         log.debug("question %s failed", question.question_id, exc_info=True)
         return _record(sample, question, error=f"{type(error).__name__}: {error}")
@@ -450,6 +467,7 @@ def summarize(
         ),
         "efficiency": _efficiency(usage, answered, spec.metrics),
         "judge_agreement": judge_agreement(answered, spec.metrics),
+        "abstention": abstention_summary(answered, seed=spec.seed),
     }
 
 

@@ -41,7 +41,8 @@ class MemorySystem(Protocol):
     """One instance serves one history: the runner builds a fresh one per sample.
 
     `ingest` is called once per session, in date order, before any `answer`; `answer` may then be called
-    concurrently. Systems receive `Query`s, never gold answers or evidence.
+    concurrently. Systems receive `Query`s, never gold answers, and no evidence unless their factory declares
+    `reads_gold_evidence` (see `SystemFactory`).
     """
 
     async def ingest(self, session: Session) -> StageUsage: ...
@@ -98,8 +99,10 @@ class SystemFactory(Protocol):
     """Registered under a system's name: builds one system for one history from the run's options.
 
     A factory may also carry `prompts: dict[str, str]` (name -> instruction text): the run spec records a
-    fingerprint of each, so `compare` can warn when two runs of a system asked their LLMs differently; and
-    `options_model`, the pydantic model of its `-S` options, so they are checked before the run starts.
+    fingerprint of each, so `compare` can warn when two runs of a system asked their LLMs differently;
+    `options_model`, the pydantic model of its `-S` options, so they are checked before the run starts; and
+    `reads_gold_evidence: ClassVar[bool] = True` for a reference system that is handed each question's gold
+    evidence ids (`Query.gold_evidence`): the run spec records it and every table marks such a run.
     """
 
     def __call__(self, context: SystemContext, **options: str) -> MemorySystem: ...
@@ -111,6 +114,11 @@ def check_system_options(name: str, factory: object, options: Mapping[str, str])
     model: type[BaseModel] | None = getattr(factory, "options_model", None)
     if model is not None:
         parse_options("system", name, model, options)
+
+
+def reads_gold_evidence(factory: object) -> bool:
+    """Whether the system is a reference that reads the gold evidence by design (an oracle, not a memory system)."""
+    return getattr(factory, "reads_gold_evidence", False) is True
 
 
 def prompt_fingerprints(factory: object) -> dict[str, str]:

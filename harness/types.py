@@ -1,8 +1,9 @@
 """The nouns every part of the harness speaks: histories, questions, predictions, memories, usage.
 
 A task turns a benchmark file into `Sample`s; a memory system ingests a `Sample`'s sessions and answers
-`Query`s (never `Question`s, so gold answers and evidence cannot leak into a system); the runner scores
-each `Prediction` against its `Question`.
+`Query`s (never `Question`s, so gold answers and evidence cannot leak into a system; only a reference system
+that declares `reads_gold_evidence` gets the evidence ids); the runner scores each `Prediction` against its
+`Question`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Query(_Frozen):
     text: str
     date: str | None = None
     """When the question is asked (LongMemEval's `question_date`), if the benchmark says."""
+    gold_evidence: tuple[str, ...] | None = None
+    """The question's gold evidence ids, handed only to systems that declare `reads_gold_evidence` (reference
+    ceilings such as `oracle-evidence`, marked as such in every table); None for every other system."""
 
 
 class Question(_Frozen):
@@ -74,8 +78,10 @@ class Question(_Frozen):
     metadata: dict[str, JSONScalar] = Field(default_factory=dict)
     """Benchmark-specific facts a metric may need, e.g. `locomo_category`."""
 
-    def to_query(self) -> Query:
-        return Query(question_id=self.question_id, text=self.text, date=self.date)
+    def to_query(self, *, with_evidence: bool = False) -> Query:
+        """What a system is asked; the gold evidence only `with_evidence` (systems that read it by design)."""
+        evidence = self.evidence if with_evidence else None
+        return Query(question_id=self.question_id, text=self.text, date=self.date, gold_evidence=evidence)
 
 
 class Sample(_Frozen):
