@@ -437,16 +437,17 @@ def _show_table(table: ReportTable, fmt: str, output: str | None) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import compare_runs, comparison_table
+    from harness.decomposition import runs_decomposition_table
 
-    comparison = compare_runs(
-        [Path(p) for p in args.run_dirs], args.metric, seed=args.seed, test=args.test, resamples=args.resamples
-    )
-    _show_table(comparison_table(comparison), args.format, args.output)
+    run_dirs = [Path(p) for p in args.run_dirs]
+    comparison = compare_runs(run_dirs, args.metric, seed=args.seed, test=args.test, resamples=args.resamples)
+    decomposition = runs_decomposition_table(run_dirs, comparison.metric)
+    _show_tables([comparison_table(comparison), *([] if decomposition is None else [decomposition])], args)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.export import render
+    from harness.decomposition import runs_decomposition_table
     from harness.reporting import (
         abstention_report_table,
         chart,
@@ -462,20 +463,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "html":
         _emit(html_report(results, args.metric), args.output)
         return 0
-    abstention = abstention_report_table(results)
+    optional = [
+        abstention_report_table(results),
+        runs_decomposition_table([Path(d) for d in args.run_dirs], args.metric),
+    ]
     tables = [
         score_report_table(results, args.metric),
-        *([] if abstention is None else [abstention]),
+        *(table for table in optional if table is not None),
         *(usage_report_table(r) for r in results if r.usage),
     ]
+    _show_tables(tables, args)
+    return 0
+
+
+def _show_tables(tables: Sequence[ReportTable], args: argparse.Namespace) -> None:
+    """Tables one after the other on the console, or rendered together in `args.format` to `args.output`."""
+    from harness.export import render
+
     if args.format == "console" and not args.output:
         for table in tables:
             _show_table(table, "console", None)
-        return 0
+        return
     fmt = "md" if args.format == "console" else args.format
     separator = "\n" if fmt == "csv" else "\n\n"
     _emit(separator.join(render(table, fmt) for table in tables), args.output)
-    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -96,3 +96,24 @@ async def test_a_rag_run_directory_is_split_as_report_shows_it(tmp_path):
     # toy histories are short: retrieval covers every question's evidence; the oracle misses temporal ones
     assert rows["single-hop"][0].startswith("100.0") and rows["temporal"][0].startswith("0.0")
     assert rows[OVERALL][0].endswith("(n=6)") and rows[OVERALL][1] == "-"
+
+
+async def test_report_and_compare_show_the_split_for_retrieving_systems_only(tmp_path, capsys):
+    from support import config, mock_model, oracle
+
+    from harness.cli import main
+    from harness.runner import run
+
+    for system in ("rag", "full-context"):
+        await run(
+            config(tmp_path, system=system, embedder="hashing", metrics=["exact_match"]),
+            models={"model": mock_model(oracle())},
+        )
+    rag, full_context = (str(tmp_path / "toy" / system / "r1") for system in ("rag", "full-context"))
+    assert main(["report", rag, "--format", "md"]) == 0
+    assert "covered the gold evidence" in capsys.readouterr().out
+    assert main(["report", full_context, "--format", "md"]) == 0
+    assert "covered the gold evidence" not in capsys.readouterr().out
+    assert main(["compare", full_context, rag, "--format", "md"]) == 0
+    shown = capsys.readouterr().out
+    assert "rag: evidence retrieved" in shown and "full-context: evidence retrieved" not in shown
