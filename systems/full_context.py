@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.llm import GenerateConfig, usage_of
+from harness.llm import GenerateConfig, Message, usage_of
 from harness.system import SystemContext
 from harness.types import MemoryItem, Prediction, Query, Session, StageUsage
 from systems.prompts import ANSWER_INSTRUCTIONS, answer_messages, clean_short_answer
@@ -92,9 +92,13 @@ class FullContextSystem:
             )
         return self._fitted
 
+    def prompt(self, query: Query) -> list[Message]:
+        """The messages `answer` sends for `query` (the lm-eval bridge, `harness.lm_eval_tasks`, renders them too)."""
+        return answer_messages(self.fitted_history().text, query)
+
     async def answer(self, query: Query) -> Prediction:
         history = self.fitted_history()
-        completion = await self.model.generate(answer_messages(history.text, query), self.generate_config)
+        completion = await self.model.generate(self.prompt(query), self.generate_config)
         return Prediction(
             question_id=query.question_id,
             answer=clean_short_answer(completion.text),

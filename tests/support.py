@@ -112,6 +112,55 @@ def require_smollm2_gguf(*modules: str) -> Path:
     return gguf
 
 
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_tiny_llama(
+    out: Path, texts: list[str], max_positions: int = 512, vocab_size: int = 320, initializer_range: float = 0.02
+) -> Path:
+    """A random one-layer Llama with a byte-level BPE tokenizer (trained on `texts`) and a ChatML template, saved
+    to `out`: real transformers generation in milliseconds, replies that are noise. At transformers' default
+    `initializer_range` the noise barely depends on the prompt; 0.5 makes it depend. Skips without transformers."""
+    for module in ("torch", "transformers", "tokenizers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}: pip install torch transformers")
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
 def every_line_a_fact(messages: list[Message]) -> str | None:
     """A scripted memory model for `mem0`/`memr1`: each line of the target speaker becomes the fact
     "<speaker> said: <line>", and the manager ADDs every fact it is shown; None for any other prompt."""

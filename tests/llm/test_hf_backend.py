@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
-from support import require_smollm2_gguf
+from support import require_smollm2_gguf, write_tiny_llama
 
 from harness.llm import Completion, GenerateConfig, LLMError, Message, gguf_convert
 from harness.llm.build import build_backend, build_model
@@ -24,10 +24,6 @@ from systems.memory_ops import extraction_schema, manager_schema
 
 QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 GREEDY = GenerateConfig(max_tokens=24, temperature=0.0)
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 class _Verdict(BaseModel):
@@ -52,43 +48,8 @@ def backend(smollm2_hf_dir: Path) -> Iterator[HFBackend]:
 
 @pytest.fixture(scope="module")
 def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random one-layer Llama with a byte-level BPE tokenizer and a ChatML template: real transformers
-    generation in milliseconds. Its replies are noise, so a reply that fits a schema shows the grammar at work."""
-    for module in ("torch", "transformers", "tokenizers"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"needs {module}: pip install torch transformers")
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=["<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator([VERDICT.text, QUESTION[0]["content"]], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>")
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(out)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
+    """A random tiny Llama: its replies are noise, so a reply that fits a schema shows the grammar at work."""
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), [VERDICT.text, QUESTION[0]["content"]])
 
 
 @pytest.mark.slow
