@@ -7,8 +7,9 @@ judge can be calibrated on any task without human labels:
   <gold>."), which every judge prompt should accept;
 - known wrong: the gold answer of another question of the same type in the same history whose gold differs
   after normalization (`other-gold`: on topic, plausible, wrong; where the history has no such question, as in
-  LongMemEval's one question per history, another history's), and LoCoMo's `adversarial_answer` where a
-  question with a gold answer carries one (`adversarial`).
+  LongMemEval's one question per history, another history's; where the task has none of the type, another
+  type's: `other-type-gold`), and LoCoMo's `adversarial_answer` where a question with a gold answer carries one
+  (`adversarial`).
 
 Each prompt (the task's own judge prompt, `llm_judge`, and the strict one, `llm_judge_strict`, side by side)
 grades every labelled answer once. Reported per question type and overall: the false-acceptance rate (wrong
@@ -36,7 +37,7 @@ from harness.tables import ReportTable
 from harness.task import DataOptions
 from harness.types import Prediction, Question, Sample, Score
 
-Kind = Literal["gold", "reworded", "other-gold", "adversarial"]
+Kind = Literal["gold", "reworded", "other-gold", "other-type-gold", "adversarial"]
 RIGHT_KINDS: tuple[Kind, ...] = ("gold", "reworded")
 CALIBRATED_PROMPTS = ("llm_judge", "llm_judge_strict")
 OVERALL = "overall"
@@ -89,6 +90,16 @@ def labelled_set(samples: Sequence[Sample], seed: int = 0, limit: int | None = N
             ]
             if others:
                 labelled.append(LabelledAnswer(question, rng.choice(others), "other-gold"))
+            else:  # alone of its type in the task: a question of another type gives the wrong answer
+                elsewhere = [
+                    q.answers[0]
+                    for kind, questions in sorted(by_type.items())
+                    if kind != question.question_type
+                    for q in questions
+                    if normalize_answer(q.answers[0]) not in golds
+                ]
+                if elsewhere:
+                    labelled.append(LabelledAnswer(question, rng.choice(elsewhere), "other-type-gold"))
             adversarial = question.metadata.get("adversarial_answer")
             if isinstance(adversarial, str) and adversarial.strip():
                 labelled.append(LabelledAnswer(question, adversarial, "adversarial"))

@@ -65,8 +65,8 @@ def test_the_labelled_set_is_built_from_the_data_alone():
     assert ("other-gold", "Paris") not in found["h1/q3"]
     # alone of its type in its history (the only single-hop of h2): another history's single-hop gold
     assert found["h2/q2"][2] in {("other-gold", gold) for gold in ("Paris", "the Louvre", "paris!")}
-    # alone of its type in the whole task: no wrong answer to draw
-    assert [kind for kind, _ in found["h2/q1"]] == ["gold", "reworded"]
+    # alone of its type in the whole task: another type's gold
+    assert found["h2/q1"][2][0] == "other-type-gold" and found["h2/q1"][2][1] != "May 2023"
     assert "h2/q3" not in found  # no gold answer: nothing is known right or wrong
 
 
@@ -105,7 +105,7 @@ async def test_a_judge_that_accepts_everything_accepts_every_wrong_answer():
     report, labelled = await report_of(accepts_everything)
     wrong = sum(not item.correct for item in labelled)
     for calibration in report.prompts.values():
-        assert calibration.false_acceptance[OVERALL].errors == calibration.false_acceptance[OVERALL].n == wrong == 5
+        assert calibration.false_acceptance[OVERALL].errors == calibration.false_acceptance[OVERALL].n == wrong == 6
         assert calibration.false_rejection[OVERALL].errors == 0
         assert calibration.false_rejection[OVERALL].n == 10
         single = calibration.false_acceptance["single-hop"]
@@ -119,7 +119,7 @@ async def test_a_judge_that_reads_the_gold_makes_no_error_on_this_set():
     for calibration in report.prompts.values():
         assert calibration.false_acceptance[OVERALL].rate == 0.0
         assert calibration.false_rejection[OVERALL].rate == 0.0
-    assert report.answers_by_kind == {"gold": 5, "reworded": 5, "other-gold": 4, "adversarial": 1}
+    assert report.answers_by_kind == {"gold": 5, "reworded": 5, "other-gold": 4, "other-type-gold": 1, "adversarial": 1}
     assert len(report.verdicts) == 2 * report.answers
 
 
