@@ -24,6 +24,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
@@ -31,8 +32,9 @@ from pydantic import BaseModel
 from harness.llm import LLMCallFailed
 from harness.metrics.base import Metric, MetricContext
 from harness.metrics.f1_locomo import normalize_answer
-from harness.selection import stratified_subset
-from harness.stats import Interval, wilson_interval
+from harness.results import QuestionRecord, RunDir
+from harness.selection import allocate, stratified_subset
+from harness.stats import Interval, agreement_intervals, cohen_kappa, wilson_interval
 from harness.tables import ReportTable
 from harness.task import DataOptions
 from harness.types import Prediction, Question, Sample, Score
@@ -316,13 +318,240 @@ def judge_metrics(context: MetricContext) -> dict[str, Metric]:
     return {name: build_metric(name, context) for name in CALIBRATED_PROMPTS}
 
 
+# Reference mode: agreement with a judge whose verdicts are known (a published run's own grades).
+
+REFERENCE_METRIC = "published_judge"
+
+
+class ReferenceAgreement(BaseModel):
+    """One prompt's agreement with the reference verdicts on one group of questions."""
+
+    n: int
+    """Answers both the reference and the judge gave a verdict on."""
+    unjudged: int
+    raw: float | None
+    raw_low: float | None = None
+    raw_high: float | None = None
+    kappa: float | None = None
+    kappa_low: float | None = None
+    kappa_high: float | None = None
+    confusion: dict[str, dict[str, int]]
+    """Reference verdict -> judge verdict -> answers (`correct` / `wrong`)."""
+
+
+class ReferenceReport(BaseModel):
+    reference: str
+    """The run directory whose verdicts are the reference."""
+    reference_metric: str
+    judge: str
+    seed: int
+    limit: int | None
+    answers: int
+    prompts: dict[str, dict[str, ReferenceAgreement]]
+    """Prompt -> question type (and `overall`) -> agreement."""
+    verdicts: list[dict[str, object]] = []
+
+
+def reference_records(
+    records: Sequence[QuestionRecord], metric: str, seed: int, limit: int | None
+) -> list[QuestionRecord]:
+    """The answered records with a reference verdict, or a seeded, type-stratified `limit` of them (data order)."""
+    graded = [r for r in records if not r.failed and r.prediction is not None and r.scores.get(metric) is not None]
+    if limit is None or limit >= len(graded):
+        return graded
+    by_type: dict[str, list[QuestionRecord]] = {}
+    for record in graded:
+        by_type.setdefault(record.question_type, []).append(record)
+    share = allocate({t: len(rs) for t, rs in by_type.items()}, limit)
+    rng = random.Random(seed)
+    chosen = {r.question_id for t in sorted(by_type) for r in rng.sample(by_type[t], share[t])}
+    return [r for r in graded if r.question_id in chosen]
+
+
+def question_of(record: QuestionRecord) -> Question:
+    """The question a record answered, as a judge prompt needs it."""
+    return Question(
+        question_id=record.question_id,
+        text=record.question,
+        answers=tuple(record.gold),
+        question_type=record.question_type,
+        evidence=tuple(record.evidence),
+        metadata=record.question_metadata,
+    )
+
+
+async def agree_with_reference(
+    records: Sequence[QuestionRecord],
+    metrics: dict[str, Metric],
+    *,
+    reference: str,
+    judge: str,
+    seed: int,
+    limit: int | None,
+    reference_metric: str = REFERENCE_METRIC,
+    type_order: Sequence[str] = (),
+) -> ReferenceReport:
+    """Grade each record's answer with every metric (judge prompt) and compare with its reference verdict."""
+    chosen = reference_records(records, reference_metric, seed, limit)
+    order = [t for t in type_order if any(r.question_type == t for r in chosen)]
+    order += sorted({r.question_type for r in chosen} - set(order))
+    prompts: dict[str, dict[str, ReferenceAgreement]] = {}
+    verdicts: list[dict[str, object]] = []
+    for name, metric in metrics.items():
+        items = [LabelledAnswer(question_of(r), r.prediction.answer if r.prediction else "", "gold") for r in chosen]
+        scores = await asyncio.gather(*(_graded(metric, item) for item in items))
+        pairs: dict[str, tuple[list[str], list[str]]] = {}
+        unjudged: dict[str, int] = {}
+        for record, score in zip(chosen, scores, strict=True):
+            reference_label = _verdict_label(record.scores[reference_metric])
+            judge_label = None if score.value is None else _verdict_label(score.value)
+            verdicts.append(
+                {
+                    "question_id": record.question_id,
+                    "question_type": record.question_type,
+                    "prompt": name,
+                    "reference": reference_label,
+                    "judge": judge_label,
+                    "label": score.details.get("label"),
+                }
+            )
+            for group in (record.question_type, OVERALL):
+                if judge_label is None:
+                    unjudged[group] = unjudged.get(group, 0) + 1
+                    continue
+                ours, theirs = pairs.setdefault(group, ([], []))
+                theirs.append(reference_label)
+                ours.append(judge_label)
+        groups = [g for g in [*order, OVERALL] if g in pairs or g in unjudged]
+        prompts[name] = {g: _agreement(*pairs.get(g, ([], [])), unjudged.get(g, 0), seed) for g in groups}
+    return ReferenceReport(
+        reference=reference,
+        reference_metric=reference_metric,
+        judge=judge,
+        seed=seed,
+        limit=limit,
+        answers=len(chosen),
+        prompts=prompts,
+        verdicts=verdicts,
+    )
+
+
+def _verdict_label(value: float | None) -> str:
+    return "correct" if value is not None and value >= 0.5 else "wrong"
+
+
+def _agreement(ours: list[str], theirs: list[str], unjudged: int, seed: int) -> ReferenceAgreement:
+    labels = ("correct", "wrong")
+    confusion = {ref: {mine: 0 for mine in labels} for ref in labels}
+    for mine, ref in zip(ours, theirs, strict=True):
+        confusion[ref][mine] += 1
+    if not ours:
+        return ReferenceAgreement(n=0, unjudged=unjudged, raw=None, confusion=confusion)
+    agreement = cohen_kappa(theirs, ours)
+    raw, kappa = agreement_intervals(theirs, ours, seed=seed)
+    return ReferenceAgreement(
+        n=len(ours),
+        unjudged=unjudged,
+        raw=agreement.raw,
+        raw_low=raw.low if raw else None,
+        raw_high=raw.high if raw else None,
+        kappa=agreement.kappa,
+        kappa_low=kappa.low if kappa else None,
+        kappa_high=kappa.high if kappa else None,
+        confusion=confusion,
+    )
+
+
+async def calibrate_against_reference(
+    run_dir: Path,
+    judge_spec: str,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    use_cache: bool = True,
+    max_concurrency: int = 8,
+) -> ReferenceReport:
+    """Grade a run's answers (one whose records carry reference verdicts, e.g. an imported published run) with
+    the run's task's judge prompt and the strict one, and measure agreement with the reference."""
+    from harness.llm.build import build_model
+    from harness.llm.cache import CallCache, default_cache_path
+
+    directory = RunDir(run_dir)
+    spec = directory.read_result().spec
+    records = directory.latest_questions()
+    if not any(r.scores.get(REFERENCE_METRIC) is not None for r in records):
+        raise ValueError(f"{run_dir}: no record carries a {REFERENCE_METRIC} verdict to compare with")
+    cache = CallCache(default_cache_path()) if use_cache else None
+    judge = build_model(judge_spec, cache=cache, max_concurrency=max_concurrency)
+    try:
+        context = MetricContext(judges={"judge": judge}, judge_style=spec.judge_style)
+        return await agree_with_reference(
+            records,
+            judge_metrics(context),
+            reference=str(run_dir),
+            judge=judge_spec,
+            seed=seed,
+            limit=limit,
+            type_order=spec.question_types,
+        )
+    finally:
+        await judge.aclose()
+
+
+def reference_table(report: ReferenceReport) -> ReportTable:
+    """Per question type: each prompt's raw agreement and Cohen's kappa with the reference, with intervals."""
+    columns = ["question type"]
+    for name in report.prompts:
+        columns += [f"{name} agreement", f"{name} kappa"]
+    table = ReportTable(f"judge agreement: {report.judge} vs {report.reference_metric} of {report.reference}", columns)
+    first = next(iter(report.prompts.values()), {})
+    for group in first:
+        cells = [group]
+        for by_group in report.prompts.values():
+            part = by_group.get(group)
+            cells += [_agreement_cell(part, "raw"), _agreement_cell(part, "kappa")]
+        table.add_row(*cells, emphasized=group == OVERALL)
+    for name, by_group in report.prompts.items():
+        overall = by_group.get(OVERALL)
+        if overall is not None:
+            matrix = "; ".join(
+                f"reference {ref}: judge correct {row['correct']}, wrong {row['wrong']}"
+                for ref, row in overall.confusion.items()
+            )
+            table.notes.append(f"{name}, overall confusion: {matrix}; {overall.unjudged} unreadable verdicts")
+    table.notes.append(
+        f"{report.answers} answers (seed {report.seed}"
+        + (f", a type-stratified {report.limit}" if report.limit else ", all graded")
+        + "); agreement and kappa x100 [95% bootstrap interval] (n judged)"
+    )
+    return table
+
+
+def _agreement_cell(part: ReferenceAgreement | None, which: str) -> str:
+    if part is None or part.raw is None:
+        return "-"
+    value, low, high = (
+        (part.raw, part.raw_low, part.raw_high) if which == "raw" else (part.kappa, part.kappa_low, part.kappa_high)
+    )
+    if value is None:
+        return f"- (n={part.n})"
+    text = f"{100 * value:.1f}"
+    if low is not None and high is not None:
+        text += f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return text + f" (n={part.n})"
+
+
 __all__ = [
     "CalibrationReport",
     "LabelledAnswer",
+    "ReferenceReport",
+    "agree_with_reference",
     "calibrate",
+    "calibrate_against_reference",
     "calibrate_judge",
     "calibration_table",
     "judge_metrics",
     "labelled_set",
+    "reference_table",
     "reworded",
 ]

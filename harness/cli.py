@@ -173,7 +173,12 @@ def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
         "calibrate-judge",
         help="false-acceptance and false-rejection rates of a judge on answers known right or wrong",
     )
-    calibrate.add_argument("--task", required=True, help="task whose questions make the labelled set")
+    calibrate.add_argument("--task", help="task whose questions make the labelled set")
+    calibrate.add_argument(
+        "--reference",
+        metavar="RUN_DIR",
+        help="instead: agreement with the verdicts a run already holds (published_judge, e.g. an imported Zep run)",
+    )
     _add_data_args(calibrate)
     calibrate.add_argument("--judge", required=True, metavar="SPEC", help="the judge LLM, e.g. openai:gpt-4o-mini")
     calibrate.add_argument("--limit", type=_at_least(1), help="a seeded, type-stratified subset of N questions")
@@ -502,8 +507,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_calibrate_judge(args: argparse.Namespace) -> int:
     import asyncio
 
-    from harness.calibration import calibrate_judge, calibration_table
+    from harness.calibration import (
+        calibrate_against_reference,
+        calibrate_judge,
+        calibration_table,
+        reference_table,
+    )
 
+    if args.reference:
+        reference = asyncio.run(
+            calibrate_against_reference(
+                Path(args.reference),
+                args.judge,
+                seed=args.seed,
+                limit=args.limit,
+                use_cache=not args.no_cache,
+                max_concurrency=args.max_concurrency,
+            )
+        )
+        _write_json_report(args.json, reference.model_dump_json(indent=2))
+        _show_table(reference_table(reference), args.format, args.output)
+        return 0
+    if not args.task:
+        raise SystemExit("calibrate-judge needs --task T (a labelled set from its data) or --reference RUN_DIR")
     report = asyncio.run(
         calibrate_judge(
             args.task,
@@ -516,11 +542,15 @@ def cmd_calibrate_judge(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
         )
     )
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
+    _write_json_report(args.json, report.model_dump_json(indent=2))
     _show_table(calibration_table(report), args.format, args.output)
     return 0
+
+
+def _write_json_report(path: str | None, text: str) -> None:
+    if path:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def cmd_regress(args: argparse.Namespace) -> int:

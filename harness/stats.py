@@ -163,6 +163,31 @@ def cohen_kappa(labels_a: Sequence[Hashable], labels_b: Sequence[Hashable]) -> A
     return Agreement(n=n, raw=observed, kappa=kappa, labels=labels, confusion=confusion)
 
 
+def agreement_intervals(
+    labels_a: Sequence[Hashable],
+    labels_b: Sequence[Hashable],
+    seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> tuple[Interval | None, Interval | None]:
+    """Percentile-bootstrap intervals of raw agreement and of Cohen's kappa, resampling the rated items (a
+    resample where kappa is undefined is left out); None for fewer than two items or no defined kappa."""
+    n = len(labels_a)
+    if n < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    raws, kappas = [], []
+    for _ in range(resamples):
+        picks = rng.integers(0, n, size=n)
+        agreement = cohen_kappa([labels_a[i] for i in picks], [labels_b[i] for i in picks])
+        raws.append(agreement.raw)
+        if agreement.kappa is not None:
+            kappas.append(agreement.kappa)
+    raw = _percentile_interval(np.array(raws), confidence)
+    kappa = _percentile_interval(np.array(kappas), confidence) if kappas else None
+    return raw, kappa
+
+
 def _differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     if len(a) != len(b):
         raise ValueError(f"a paired test needs one score per question in each run; got {len(a)} and {len(b)}")

@@ -7,13 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from harness.calibration import OVERALL, calibrate, judge_metrics, labelled_set, reworded
+from harness.calibration import (
+    OVERALL,
+    agree_with_reference,
+    calibrate,
+    judge_metrics,
+    labelled_set,
+    reference_records,
+    reference_table,
+    reworded,
+)
 from harness.cli import main
 from harness.llm import Message, Model
 from harness.llm.providers.mock import MockBackend
 from harness.metrics.base import MetricContext
+from harness.results import QuestionRecord
 from harness.stats import wilson_interval
-from harness.types import Conversation, Question, Sample, Session, Turn
+from harness.types import Conversation, Prediction, Question, Sample, Session, Turn
 
 REQUIRED_DATA = ("locomo/locomo10.json",)
 
@@ -159,3 +169,67 @@ def test_the_command_calibrates_on_real_locomo(tmp_path: Path, shared_data_dir: 
     # the unscripted mock answers "I don't know": no verdict, counted apart from either rate
     overall = report["prompts"]["llm_judge"]["false_acceptance"]["overall"]
     assert overall["n"] == 0 and overall["unjudged"] == report["answers"] - 24
+
+
+def graded_record(qid: str, kind: str, gold: str, answer: str, published: float) -> QuestionRecord:
+    return QuestionRecord(
+        sample_id="s",
+        question_id=qid,
+        question_type=kind,
+        question=f"What is {qid}?",
+        gold=[gold],
+        prediction=Prediction(question_id=qid, answer=answer),
+        scores={"published_judge": published},
+    )
+
+
+# (judge's verdict, the reference's): the judge below accepts an answer that contains the gold.
+PLANTED = [
+    graded_record("a1", "single-hop", "Paris", "Paris", 1.0),  # both correct
+    graded_record("a2", "single-hop", "Rome", "Rome it is", 1.0),  # both correct
+    graded_record("a3", "single-hop", "Oslo", "Bergen", 1.0),  # judge wrong, reference correct
+    graded_record("a4", "single-hop", "Lima", "Quito", 0.0),  # both wrong
+    graded_record("b1", "temporal", "May 2023", "May 2023", 1.0),  # both correct
+    graded_record("b2", "temporal", "June 2023", "June 2023", 0.0),  # judge correct, reference wrong
+    graded_record("b3", "temporal", "July 2023", "2021", 0.0),  # both wrong
+    graded_record("b4", "temporal", "1 May", "2 May", 0.0),  # both wrong
+]
+
+
+async def test_reference_mode_measures_agreement_and_kappa_on_a_planted_set():
+    judge = Model(MockBackend(responder=accepts_when_gold_is_in), spec="mock", max_retries=0)
+    metrics = judge_metrics(MetricContext(judges={"judge": judge}, judge_style="mem0"))
+    report = await agree_with_reference(
+        PLANTED, metrics, reference="planted", judge="mock", seed=0, limit=None, type_order=["single-hop", "temporal"]
+    )
+    for by_group in report.prompts.values():
+        overall = by_group[OVERALL]
+        assert (overall.n, overall.raw) == (8, 0.75)
+        assert overall.kappa == pytest.approx(0.5)  # p_o 0.75, p_e 0.5 from the 4/4 marginals of both raters
+        assert overall.confusion == {"correct": {"correct": 3, "wrong": 1}, "wrong": {"correct": 1, "wrong": 3}}
+        assert overall.kappa_low is not None and overall.kappa_low < 0.5 < overall.kappa_high
+        assert (by_group["single-hop"].raw, by_group["temporal"].raw) == (0.75, 0.75)
+    table = reference_table(report)
+    assert (
+        table.rows[-1][0] == OVERALL and table.rows[-1][1].startswith("75.0") and table.rows[-1][2].startswith("50.0")
+    )
+
+
+def test_a_reference_subset_is_seeded_and_stratified():
+    chosen = reference_records(PLANTED, "published_judge", seed=1, limit=4)
+    assert chosen == reference_records(PLANTED, "published_judge", seed=1, limit=4)
+    assert sorted(r.question_type for r in chosen) == ["single-hop", "single-hop", "temporal", "temporal"]
+
+
+def test_reference_mode_on_the_imported_zep_run(tmp_path: Path, shared_data_dir: Path, capsys) -> None:
+    zep = shared_data_dir / "published" / "zep_locomo" / "zep_locomo_grades.json"
+    if not zep.is_file():
+        pytest.skip(f"needs {zep}")
+    out = tmp_path / "runs"
+    args = ["score", "--task", "locomo", "--data-dir", str(shared_data_dir), "--predictions", str(zep)]
+    assert main([*args, "--system-name", "zep", "--output", str(out), "--run-id", "zep"]) == 0
+    capsys.readouterr()
+    run_dir = out / "locomo" / "zep" / "zep"
+    assert main(["calibrate-judge", "--reference", str(run_dir), "--judge", "mock", "--limit", "6", "--no-cache"]) == 0
+    shown = capsys.readouterr().out
+    assert "judge agreement: mock vs published_judge" in shown and "6 answers" in shown
