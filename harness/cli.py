@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(commands)
     _add_compare_parsers(commands)
     _add_leaderboard_parser(commands)
+    _add_view_parser(commands)
     _add_calibrate_parser(commands)
     return parser
 
@@ -281,6 +282,16 @@ def _add_compare_parsers(commands: argparse._SubParsersAction) -> None:
         "p < --alpha): for a training run that must help",
     )
     regress.add_argument("--format", choices=formats, default="console")
+
+
+def _add_view_parser(commands: argparse._SubParsersAction) -> None:
+    view = commands.add_parser(
+        "view", help="write a static site for reading runs question by question (opens from disk, no server)"
+    )
+    view.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, finished or partial")
+    view.add_argument("--output", default="view", help="folder of the site (default: view/)")
+    view.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1 until interrupted")
+    view.add_argument("--port", type=int, default=8000, help="port of --serve (default 8000; 0: any free one)")
 
 
 def _add_leaderboard_parser(commands: argparse._SubParsersAction) -> None:
@@ -494,6 +505,16 @@ def _show_tables(tables: Sequence[ReportTable], args: argparse.Namespace) -> Non
     _emit(separator.join(render(table, fmt) for table in tables), args.output)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from harness.viewer import build_site, serve
+
+    index = build_site([Path(d) for d in args.run_dirs], Path(args.output))
+    print(f"wrote {index}", file=sys.stderr)
+    if args.serve:
+        serve(index.parent, args.port)
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     try:
         from harness.leaderboard import leaderboard_table
@@ -579,6 +600,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "report": cmd_report,
     "leaderboard": cmd_leaderboard,
+    "view": cmd_view,
     "calibrate-judge": cmd_calibrate_judge,
     "regress": cmd_regress,
 }
@@ -589,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # huggingface_hub prints through a handler of its own: passing its records on as well printed each twice.
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         return COMMANDS[args.command](args)
     except (UnknownNameError, DataFileError, ValueError, FileNotFoundError, FileExistsError) as error:
