@@ -21,8 +21,9 @@ sample of questions (`--limit`), so the same seed gives the same set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -242,24 +243,33 @@ async def calibrate_judge(
     max_concurrency: int = 8,
 ) -> CalibrationReport:
     """Load the task, build the judge and calibrate the task's judge prompt and the strict one."""
-    from harness.llm.build import build_model
-    from harness.llm.cache import CallCache, default_cache_path
     from harness.plugins import TASKS
 
     task = TASKS.get(task_name).load(data, **task_options)
-    cache = CallCache(default_cache_path()) if use_cache else None
-    judge = build_model(judge_spec, cache=cache, max_concurrency=max_concurrency)
-    try:
-        context = MetricContext(judges={"judge": judge}, judge_style=task.judge_style)
+    async with _judge_metrics(judge_spec, task.judge_style, use_cache, max_concurrency) as metrics:
         return await calibrate(
             labelled_set(task.samples, seed, limit),
-            judge_metrics(context),
+            metrics,
             task=task_name,
             judge=judge_spec,
             seed=seed,
             limit=limit,
             type_order=task.question_types,
         )
+
+
+@contextlib.asynccontextmanager
+async def _judge_metrics(
+    judge_spec: str, judge_style: str, use_cache: bool, max_concurrency: int
+) -> AsyncIterator[dict[str, Metric]]:
+    """The calibrated prompts on the judge `judge_spec` names, which is closed afterwards."""
+    from harness.llm.build import build_model
+    from harness.llm.cache import CallCache, default_cache_path
+
+    cache = CallCache(default_cache_path()) if use_cache else None
+    judge = build_model(judge_spec, cache=cache, max_concurrency=max_concurrency)
+    try:
+        yield judge_metrics(MetricContext(judges={"judge": judge}, judge_style=judge_style))
     finally:
         await judge.aclose()
 
@@ -368,18 +378,6 @@ def reference_records(
     return [r for r in graded if r.question_id in chosen]
 
 
-def question_of(record: QuestionRecord) -> Question:
-    """The question a record answered, as a judge prompt needs it."""
-    return Question(
-        question_id=record.question_id,
-        text=record.question,
-        answers=tuple(record.gold),
-        question_type=record.question_type,
-        evidence=tuple(record.evidence),
-        metadata=record.question_metadata,
-    )
-
-
 async def agree_with_reference(
     records: Sequence[QuestionRecord],
     metrics: dict[str, Metric],
@@ -398,7 +396,7 @@ async def agree_with_reference(
     prompts: dict[str, dict[str, ReferenceAgreement]] = {}
     verdicts: list[dict[str, object]] = []
     for name, metric in metrics.items():
-        items = [LabelledAnswer(question_of(r), r.prediction.answer if r.prediction else "", "gold") for r in chosen]
+        items = [LabelledAnswer(r.to_question(), r.prediction.answer if r.prediction else "", "gold") for r in chosen]
         scores = await asyncio.gather(*(_graded(metric, item) for item in items))
         pairs: dict[str, tuple[list[str], list[str]]] = {}
         unjudged: dict[str, int] = {}
@@ -473,29 +471,21 @@ async def calibrate_against_reference(
 ) -> ReferenceReport:
     """Grade a run's answers (one whose records carry reference verdicts, e.g. an imported published run) with
     the run's task's judge prompt and the strict one, and measure agreement with the reference."""
-    from harness.llm.build import build_model
-    from harness.llm.cache import CallCache, default_cache_path
-
     directory = RunDir(run_dir)
     spec = directory.read_result().spec
     records = directory.latest_questions()
     if not any(r.scores.get(REFERENCE_METRIC) is not None for r in records):
         raise ValueError(f"{run_dir}: no record carries a {REFERENCE_METRIC} verdict to compare with")
-    cache = CallCache(default_cache_path()) if use_cache else None
-    judge = build_model(judge_spec, cache=cache, max_concurrency=max_concurrency)
-    try:
-        context = MetricContext(judges={"judge": judge}, judge_style=spec.judge_style)
+    async with _judge_metrics(judge_spec, spec.judge_style, use_cache, max_concurrency) as metrics:
         return await agree_with_reference(
             records,
-            judge_metrics(context),
+            metrics,
             reference=str(run_dir),
             judge=judge_spec,
             seed=seed,
             limit=limit,
             type_order=spec.question_types,
         )
-    finally:
-        await judge.aclose()
 
 
 def reference_table(report: ReferenceReport) -> ReportTable:

@@ -535,34 +535,21 @@ def cmd_calibrate_judge(args: argparse.Namespace) -> int:
         reference_table,
     )
 
+    options = {
+        "seed": args.seed,
+        "limit": args.limit,
+        "use_cache": not args.no_cache,
+        "max_concurrency": args.max_concurrency,
+    }
     if args.reference:
-        reference = asyncio.run(
-            calibrate_against_reference(
-                Path(args.reference),
-                args.judge,
-                seed=args.seed,
-                limit=args.limit,
-                use_cache=not args.no_cache,
-                max_concurrency=args.max_concurrency,
-            )
-        )
+        reference = asyncio.run(calibrate_against_reference(Path(args.reference), args.judge, **options))
         _write_json_report(args.json, reference.model_dump_json(indent=2))
         _show_table(reference_table(reference), args.format, args.output)
         return 0
     if not args.task:
         raise SystemExit("calibrate-judge needs --task T (a labelled set from its data) or --reference RUN_DIR")
-    report = asyncio.run(
-        calibrate_judge(
-            args.task,
-            args.judge,
-            _data_options(args),
-            _task_options(args),
-            seed=args.seed,
-            limit=args.limit,
-            use_cache=not args.no_cache,
-            max_concurrency=args.max_concurrency,
-        )
-    )
+    task_options = _task_options(args)
+    report = asyncio.run(calibrate_judge(args.task, args.judge, _data_options(args), task_options, **options))
     _write_json_report(args.json, report.model_dump_json(indent=2))
     _show_table(calibration_table(report), args.format, args.output)
     return 0
